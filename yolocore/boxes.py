@@ -1,0 +1,76 @@
+"""Box conversions and IoU in numpy, shared by the data pipeline, metrics and both framework trees."""
+import numpy as np
+
+
+def xywh2xyxy(x):
+    y = np.copy(x)
+    y[..., 0] = x[..., 0] - x[..., 2] / 2
+    y[..., 1] = x[..., 1] - x[..., 3] / 2
+    y[..., 2] = x[..., 0] + x[..., 2] / 2
+    y[..., 3] = x[..., 1] + x[..., 3] / 2
+    return y
+
+
+def xyxy2xywh(x):
+    y = np.copy(x)
+    y[..., 0] = (x[..., 0] + x[..., 2]) / 2
+    y[..., 1] = (x[..., 1] + x[..., 3]) / 2
+    y[..., 2] = x[..., 2] - x[..., 0]
+    y[..., 3] = x[..., 3] - x[..., 1]
+    return y
+
+
+def xywhn2xyxy(x, w, h, padw=0.0, padh=0.0):
+    """Normalised centre boxes to pixel corners, shifted by a letterbox or mosaic offset."""
+    y = np.copy(x)
+    y[..., 0] = w * (x[..., 0] - x[..., 2] / 2) + padw
+    y[..., 1] = h * (x[..., 1] - x[..., 3] / 2) + padh
+    y[..., 2] = w * (x[..., 0] + x[..., 2] / 2) + padw
+    y[..., 3] = h * (x[..., 1] + x[..., 3] / 2) + padh
+    return y
+
+
+def xyxy2xywhn(x, w, h, clip=False, eps=0.0):
+    """Pixel corners to normalised centre boxes; clip to the image first if asked."""
+    x = np.copy(x)
+    if clip:
+        clip_boxes(x, (h - eps, w - eps))
+    y = np.copy(x)
+    y[..., 0] = ((x[..., 0] + x[..., 2]) / 2) / w
+    y[..., 1] = ((x[..., 1] + x[..., 3]) / 2) / h
+    y[..., 2] = (x[..., 2] - x[..., 0]) / w
+    y[..., 3] = (x[..., 3] - x[..., 1]) / h
+    return y
+
+
+def clip_boxes(boxes, shape):
+    """Clip xyxy boxes in place to an image of shape (h, w)."""
+    boxes[..., [0, 2]] = boxes[..., [0, 2]].clip(0, shape[1])
+    boxes[..., [1, 3]] = boxes[..., [1, 3]].clip(0, shape[0])
+    return boxes
+
+
+def scale_boxes(img1_shape, boxes, img0_shape, ratio_pad=None):
+    """Map xyxy boxes from a letterboxed image of shape img1_shape back to the original img0_shape."""
+    if ratio_pad is None:
+        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
+        pad = (img1_shape[1] - img0_shape[1] * gain) / 2, (img1_shape[0] - img0_shape[0] * gain) / 2
+    else:
+        gain = ratio_pad[0][0]
+        pad = ratio_pad[1]
+    boxes[..., [0, 2]] -= pad[0]
+    boxes[..., [1, 3]] -= pad[1]
+    boxes[..., :4] /= gain
+    return clip_boxes(boxes, img0_shape)
+
+
+def box_iou(box1, box2, eps=1e-7):
+    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
+    box1 = np.asarray(box1, dtype=np.float64)
+    box2 = np.asarray(box2, dtype=np.float64)
+    lt = np.maximum(box1[:, None, :2], box2[None, :, :2])
+    rb = np.minimum(box1[:, None, 2:4], box2[None, :, 2:4])
+    inter = (rb - lt).clip(0).prod(2)
+    area1 = (box1[:, 2:4] - box1[:, :2]).prod(1)
+    area2 = (box2[:, 2:4] - box2[:, :2]).prod(1)
+    return inter / (area1[:, None] + area2[None, :] - inter + eps)

@@ -1,0 +1,124 @@
+"""Yaml loading for models, datasets and hyperparameters, and run-folder naming."""
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+HYP_KEYS = (
+    "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
+    "box", "cls", "cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "fl_gamma",
+    "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
+    "flipud", "fliplr", "mosaic", "mixup",
+)
+
+
+class ConfigError(ValueError):
+    """A yaml file that cannot be used; the message names the file and what is wrong."""
+
+
+def load_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid yaml: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+
+
+def load_model_cfg(cfg):
+    """A model yaml as a dict: a dict passes through; a bare name such as 'yolov5s.yaml' or 'yolov5s'
+    is looked up among the shared architectures; anything else is a path."""
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    path = Path(cfg)
+    if not path.suffix:
+        path = path.with_suffix(".yaml")
+    if not path.is_file() and (MODELS_DIR / path.name).is_file():
+        path = MODELS_DIR / path.name
+    data = load_yaml(path)
+    missing = [k for k in ("depth_multiple", "width_multiple", "anchors", "backbone", "head") if k not in data]
+    if missing:
+        raise ConfigError(f"{path}: model yaml lacks {', '.join(missing)}")
+    return data
+
+
+def normalise_names(names, nc, where):
+    if isinstance(names, dict):
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: 'names' keys must be class indices 0..nc-1") from e
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}: 'names' must be a list of strings or a {{index: name}} mapping")
+    if len(names) != nc:
+        raise ConfigError(f"{where}: nc is {nc} but 'names' has {len(names)} entries")
+    return list(names)
+
+
+def load_data_yaml(path):
+    """A dataset yaml with absolute train/val paths, int nc and a list of names.
+
+    Relative 'path' is taken from the yaml's own folder; train/val are relative to 'path'. Each of
+    train/val is an image folder, a .txt list of images, or a list of either."""
+    path = Path(path)
+    data = load_yaml(path)
+    missing = [k for k in ("train", "val", "nc", "names") if k not in data]
+    if missing:
+        raise ConfigError(f"{path}: dataset yaml lacks {', '.join(missing)}")
+    nc = data["nc"]
+    if not isinstance(nc, int) or nc < 1:
+        raise ConfigError(f"{path}: nc must be a positive integer, got {nc!r}")
+    base = Path(data.get("path") or ".")
+    if not base.is_absolute():
+        base = (path.parent / base).resolve()
+
+    def resolve(entry):
+        entries = entry if isinstance(entry, (list, tuple)) else [entry]
+        out = []
+        for e in entries:
+            p = Path(e)
+            p = p if p.is_absolute() else base / p
+            if not p.exists():
+                raise FileNotFoundError(f"{path}: '{e}' resolves to {p}, which does not exist")
+            out.append(str(p))
+        return out
+
+    return {
+        "yaml_file": str(path.resolve()),
+        "path": str(base),
+        "train": resolve(data["train"]),
+        "val": resolve(data["val"]),
+        "nc": nc,
+        "names": normalise_names(data["names"], nc, path),
+    }
+
+
+def load_hyp(path):
+    hyp = load_yaml(path)
+    missing = [k for k in HYP_KEYS if k not in hyp]
+    if missing:
+        raise ConfigError(f"{path}: hyperparameters missing: {', '.join(missing)}")
+    return hyp
+
+
+def increment_path(path, exist_ok=False):
+    """runs/train/exp -> runs/train/exp2, exp3, ... unless exist_ok or the path is free."""
+    path = Path(path)
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while (candidate := path.with_name(f"{path.name}{n}")).exists():
+        n += 1
+    return candidate

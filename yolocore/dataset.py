@@ -1,0 +1,411 @@
+"""YOLO-format detection dataset shared by the PyTorch and Jittor trees (numpy + OpenCV only).
+
+Item i of epoch e draws its augmentation randomness only from np.random.default_rng([seed, e, i]), so a
+batch is the same whatever the number of loader workers or the framework that consumes it."""
+import hashlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolocore.augment import augment_hsv, letterbox, mixup, random_perspective
+from yolocore.boxes import xywhn2xyxy, xyxy2xywhn
+
+IMG_FORMATS = ("bmp", "jpeg", "jpg", "png", "tif", "tiff", "webp")  # the ones OpenCV decodes everywhere
+AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
+                "flipud", "fliplr", "mosaic", "mixup")
+COORD_TOL = 1e-5  # labels are usually written with 6 decimals; a box edge sums two rounded values
+MIN_IMAGE_SIDE = 10  # as YOLOv5: anything smaller is a broken export, not a picture
+MAX_PRINTED_MESSAGES = 20
+CACHE_VERSION = 1
+STAT_KEYS = ("images", "backgrounds", "corrupt", "bad_lines", "duplicates", "missing_images", "unlabelled")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the sources or file at fault."""
+
+
+def img2label_path(im_file):
+    """.../images/x/a.jpg -> .../labels/x/a.txt (only the last 'images' folder is swapped)."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return os.path.splitext(sb.join(str(im_file).rsplit(sa, 1)))[0] + ".txt"
+
+
+def _is_image(path):
+    return path.suffix.lower()[1:] in IMG_FORMATS
+
+
+def list_image_files(sources):
+    """Image paths from folders (recursive, sorted), .txt lists and single images; returns (files, messages)."""
+    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    files, messages = [], []
+    for source in sources:
+        p = Path(source)
+        if p.is_dir():
+            files += sorted(os.path.abspath(f) for f in p.rglob("*") if _is_image(f) and f.is_file())
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            try:
+                lines = p.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise DatasetError(f"{p}: cannot read image list ({e})") from e
+            for lineno, line in enumerate(lines, 1):
+                entry = line.strip()
+                if not entry:
+                    continue
+                f = Path(entry) if Path(entry).is_absolute() else p.parent / entry
+                if not f.is_file():
+                    messages.append(f"{p}:{lineno}: missing image {entry}")
+                elif not _is_image(f):
+                    messages.append(f"{p}:{lineno}: not an image file ({', '.join(IMG_FORMATS)}): {entry}")
+                else:
+                    files.append(os.path.abspath(f))
+        elif p.is_file() and _is_image(p):
+            files.append(os.path.abspath(p))
+        elif p.exists():
+            raise DatasetError(f"{p}: not an image folder, a .txt list of images or an image file")
+        else:
+            raise FileNotFoundError(f"{p}: no such image folder, list or file")
+    return files, messages
+
+
+def _parse_label_line(fields, nc):
+    """The reason a split label line is unusable, or None."""
+    if len(fields) != 5:
+        return f"expected 5 values 'class cx cy w h', got {len(fields)}"
+    values = []
+    for text in fields:
+        try:
+            values.append(float(text))
+        except ValueError:
+            return f"non-numeric value {text!r}"
+    if not all(math.isfinite(v) for v in values):
+        return "non-finite value (nan or inf)"
+    cls, cx, cy, w, h = values
+    if cls != int(cls) or cls < 0 or (nc is not None and cls >= nc):
+        allowed = f"an integer in [0, {nc})" if nc is not None else "a non-negative integer"
+        return f"class {fields[0]} is not {allowed}"
+    if any(v < -COORD_TOL or v > 1 + COORD_TOL for v in (cx, cy, w, h)):
+        return f"coordinates {' '.join(fields[1:])} outside [0, 1] (labels must be normalised)"
+    if w <= 0 or h <= 0:
+        return f"box width and height must be > 0, got w={fields[3]} h={fields[4]}"
+    if cx - w / 2 < -COORD_TOL or cy - h / 2 < -COORD_TOL or cx + w / 2 > 1 + COORD_TOL or cy + h / 2 > 1 + COORD_TOL:
+        return f"box {' '.join(fields[1:])} extends outside the image"
+    return None
+
+
+def parse_label_file(path, nc=None):
+    """Labels float32 (n,5) [cls,cx,cy,w,h] and 'FILE:LINE: reason' messages for each skipped line.
+
+    A missing or empty file is a background image. An unreadable one raises DatasetError."""
+    path = Path(path)
+    if not path.exists():
+        return np.zeros((0, 5), np.float32), []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read label file ({e})") from e
+    rows, messages, first_seen = [], [], {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        reason = _parse_label_line(fields, nc)
+        if reason:
+            messages.append(f"{path}:{lineno}: {reason} (line skipped)")
+            continue
+        row = tuple(float(v) for v in fields)
+        if row in first_seen:
+            messages.append(f"{path}:{lineno}: duplicate of line {first_seen[row]} (line skipped)")
+            continue
+        first_seen[row] = lineno
+        rows.append(row)
+    labels = np.array(rows, dtype=np.float32).reshape(-1, 5)
+    labels[:, 1:] = labels[:, 1:].clip(0, 1)  # absorbs the tolerated rounding
+    return labels, messages
+
+
+def _decode(data):
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:
+        return None
+
+
+def _imread(path):
+    """BGR uint8 image or None; decoding from bytes copes with any path encoding."""
+    try:
+        return _decode(np.fromfile(path, dtype=np.uint8))
+    except OSError:
+        return None
+
+
+def _image_problem(im_file):
+    """Why an image cannot be used, or its (w, h)."""
+    try:
+        data = np.fromfile(im_file, dtype=np.uint8)
+    except OSError as e:
+        return f"cannot read image ({e.strerror})"
+    # OpenCV decodes a truncated JPEG with a grey lower part, which would contradict its labels
+    raw = data.tobytes()
+    if raw.startswith(b"\xff\xd8") and not raw.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return "truncated JPEG (no end-of-image marker)"
+    im = _decode(data)
+    if im is None:
+        return "corrupt or unreadable image"
+    h, w = im.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        return f"image is {w}x{h} px, under {MIN_IMAGE_SIDE} px"
+    return w, h
+
+
+def _scan_one(im_file, label_file, nc):
+    """Validate one image and its label file: (shape (w,h) or None, labels, messages, per-item counts)."""
+    counts = dict.fromkeys(STAT_KEYS, 0)
+    shape = _image_problem(im_file)
+    if isinstance(shape, str):
+        counts["corrupt"] = 1
+        return None, None, [f"{im_file}: {shape} (image skipped)"], counts
+    try:
+        labels, messages = parse_label_file(label_file, nc)
+    except DatasetError as e:
+        counts["corrupt"] = 1
+        return None, None, [f"{e} (image {im_file} skipped)"], counts
+    counts["duplicates"] = sum("duplicate of line" in m for m in messages)
+    counts["bad_lines"] = len(messages) - counts["duplicates"]
+    if not len(labels) and counts["bad_lines"]:  # its objects would otherwise be learnt as background
+        counts["unlabelled"] = 1
+        return None, None, messages + [f"{label_file}: no valid label line (image {im_file} skipped)"], counts
+    counts["images"] = 1
+    counts["backgrounds"] = int(not len(labels))
+    return shape, labels, messages, counts
+
+
+def _scan(im_files, nc):
+    """Scan every image in parallel (OpenCV releases the GIL); the order of results follows im_files."""
+    label_files = [img2label_path(f) for f in im_files]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(_scan_one, im_files, label_files, [nc] * len(im_files)))
+    scan = {"im_files": [], "label_files": [], "labels": [], "shapes": [], "messages": [],
+            "stats": dict.fromkeys(STAT_KEYS, 0)}
+    for im_file, label_file, (shape, labels, messages, counts) in zip(im_files, label_files, results):
+        scan["messages"] += messages
+        for k, v in counts.items():
+            scan["stats"][k] += v
+        if shape is not None:
+            scan["im_files"].append(im_file)
+            scan["label_files"].append(label_file)
+            scan["labels"].append(labels)
+            scan["shapes"].append(shape)
+    scan["shapes"] = np.array(scan["shapes"], dtype=np.int64).reshape(-1, 2)
+    return scan
+
+
+def _files_hash(im_files, nc):
+    """Changes whenever an image or label file is added, removed, resized or touched, or nc changes."""
+    def stamp(f):
+        try:
+            st = os.stat(f)
+            return [f, st.st_size, st.st_mtime_ns]
+        except OSError:
+            return [f, -1, -1]
+    entries = [[stamp(f), stamp(img2label_path(f))] for f in im_files]
+    return hashlib.sha256(json.dumps([CACHE_VERSION, nc, entries]).encode()).hexdigest()
+
+
+def _load_cache(path, key):
+    """The cached scan if path holds one for exactly this key, else None (any damage means a rescan)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            counts = z["label_counts"]
+            labels = np.split(z["labels"], np.cumsum(counts)[:-1]) if len(counts) else []
+            return {"im_files": z["im_files"].tolist(), "label_files": z["label_files"].tolist(),
+                    "labels": [lb.copy() for lb in labels], "shapes": z["shapes"].astype(np.int64),
+                    "messages": z["messages"].tolist(), "stats": json.loads(str(z["stats"]))}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _save_cache(path, key, scan):
+    """Write atomically (temp file + os.replace); returns an error message instead of raising."""
+    arrays = {"key": np.array(key), "im_files": np.array(scan["im_files"], dtype=str),
+              "label_files": np.array(scan["label_files"], dtype=str),
+              "label_counts": np.array([len(lb) for lb in scan["labels"]], dtype=np.int64),
+              "labels": np.concatenate([np.zeros((0, 5), np.float32), *scan["labels"]]),
+              "shapes": scan["shapes"], "messages": np.array(scan["messages"], dtype=str),
+              "stats": np.array(json.dumps(scan["stats"]))}
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+        return None
+    except OSError as e:
+        if tmp and os.path.exists(tmp):
+            os.remove(tmp)
+        return f"label cache {path} not written ({e})"
+
+
+def epoch_order(n, seed, epoch, shuffle=True):
+    """The order in which to visit n items in an epoch: a seeded permutation, the same in every framework."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+
+class YoloDataset:
+    """Images with YOLO txt labels; items are (img uint8 (3,H,W) RGB, labels (n,6), path, shapes)."""
+
+    def __init__(self, sources, imgsz=640, augment=False, hyp=None, nc=None, stride=32, seed=0, cache=True,
+                 prefix=""):
+        if imgsz % stride:
+            raise ValueError(f"imgsz {imgsz} must be a multiple of the model stride {stride}")
+        if augment:
+            missing = [k for k in AUGMENT_KEYS if k not in (hyp or {})]
+            if missing:
+                raise ValueError(f"augment=True needs hyp keys: {', '.join(missing)}")
+        self.imgsz, self.augment, self.hyp, self.seed, self.epoch = imgsz, augment, hyp, seed, 0
+        candidates, list_messages = list_image_files(sources)
+        if not candidates:
+            raise DatasetError(f"{prefix}no images found in {sources}" + "".join(f"\n  {m}" for m in list_messages))
+        cache_path = self._cache_path(candidates[0])
+        key = _files_hash(candidates, nc) if cache else None
+        scan = _load_cache(cache_path, key) if cache else None
+        origin = f" (from {cache_path})" if scan else ""
+        cache_message = None
+        if scan is None:
+            scan = _scan(candidates, nc)
+            if cache:
+                cache_message = _save_cache(cache_path, key, scan)
+        self.im_files, self.label_files = scan["im_files"], scan["label_files"]
+        self.labels, self.shapes = scan["labels"], scan["shapes"]
+        self.messages = list_messages + scan["messages"]
+        self.stats = dict(scan["stats"], missing_images=len(list_messages))
+        summary = self._summary()
+        self._report(prefix, summary + origin, self.messages + ([cache_message] if cache_message else []))
+        if not self.im_files:
+            raise DatasetError(f"{prefix}no usable images in {sources}: {summary}")
+
+    @staticmethod
+    def _cache_path(first_im_file):
+        labels_dir = Path(img2label_path(first_im_file)).parent
+        return labels_dir.parent / f"{labels_dir.name}.cache"
+
+    def _summary(self):
+        s = self.stats
+        return (f"{s['images']} images, {s['backgrounds']} backgrounds, {s['corrupt']} corrupt, "
+                f"{s['bad_lines']} bad label lines, {s['duplicates']} duplicates, "
+                f"{s['missing_images']} missing images, {s['unlabelled']} without a valid label")
+
+    @staticmethod
+    def _report(prefix, summary, messages):
+        print(f"{prefix}{summary}")
+        for m in messages[:MAX_PRINTED_MESSAGES]:
+            print(f"{prefix}WARNING {m}")
+        if len(messages) > MAX_PRINTED_MESSAGES:
+            print(f"{prefix}... and {len(messages) - MAX_PRINTED_MESSAGES} more warnings (dataset.messages)")
+
+    def __len__(self):
+        return len(self.im_files)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def load_image(self, i):
+        """BGR image i resized so its long side is imgsz: (im, (h0, w0), (h, w))."""
+        im = _imread(self.im_files[i])
+        if im is None:
+            raise FileNotFoundError(f"{self.im_files[i]}: cannot read image (changed since the dataset scan?)")
+        h0, w0 = im.shape[:2]
+        r = self.imgsz / max(h0, w0)
+        if r != 1:
+            interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
+            size = min(self.imgsz, math.ceil(w0 * r)), min(self.imgsz, math.ceil(h0 * r))  # ceil may overshoot by eps
+            im = cv2.resize(im, size, interpolation=interp)
+        return im, (h0, w0), im.shape[:2]
+
+    def load_mosaic(self, index, rng):
+        """Item index plus 3 random items tiled around a random centre of a 2*imgsz canvas, then warped to imgsz."""
+        s, hyp = self.imgsz, self.hyp
+        yc, xc = (int(rng.uniform(s // 2, 2 * s - s // 2)) for _ in range(2))
+        indices = [index, *rng.integers(0, len(self), 3).tolist()]
+        indices = [indices[j] for j in rng.permutation(4)]
+        img4 = np.full((2 * s, 2 * s, 3), 114, dtype=np.uint8)
+        labels4 = []
+        for k, idx in enumerate(indices):
+            img, _, (h, w) = self.load_image(idx)
+            if k == 0:  # top left
+                x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+                x1b, y1b, x2b, y2b = w - (x2a - x1a), h - (y2a - y1a), w, h
+            elif k == 1:  # top right
+                x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * s), yc
+                x1b, y1b, x2b, y2b = 0, h - (y2a - y1a), min(w, x2a - x1a), h
+            elif k == 2:  # bottom left
+                x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * s, yc + h)
+                x1b, y1b, x2b, y2b = w - (x2a - x1a), 0, w, min(y2a - y1a, h)
+            else:  # bottom right
+                x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
+                x1b, y1b, x2b, y2b = 0, 0, min(w, x2a - x1a), min(y2a - y1a, h)
+            img4[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]
+            labels = self.labels[idx].copy()
+            if len(labels):
+                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, x1a - x1b, y1a - y1b)
+            labels4.append(labels)
+        labels4 = np.concatenate(labels4, 0)
+        np.clip(labels4[:, 1:], 0, 2 * s, out=labels4[:, 1:])  # the cropped tile parts hold no pixels
+        return random_perspective(img4, labels4, rng, degrees=hyp["degrees"], translate=hyp["translate"],
+                                  scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
+                                  border=(-s // 2, -s // 2))
+
+    def __getitem__(self, index):
+        index = range(len(self))[index]  # negative indices and IndexError as for a list
+        hyp, shapes = self.hyp, None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.augment and rng.random() < hyp["mosaic"]:
+            img, labels = self.load_mosaic(index, rng)
+            if rng.random() < hyp["mixup"]:
+                img, labels = mixup(img, labels, *self.load_mosaic(int(rng.integers(len(self))), rng), rng)
+        else:
+            img, (h0, w0), (h, w) = self.load_image(index)
+            img, ratio, pad = letterbox(img, self.imgsz, auto=False, scaleup=self.augment)
+            shapes = (h0, w0), ((h / h0 * ratio[1], w / w0 * ratio[0]), pad)  # lets val map boxes back
+            labels = self.labels[index].copy()
+            if len(labels):
+                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
+            if self.augment:
+                img, labels = random_perspective(img, labels, rng, degrees=hyp["degrees"],
+                                                 translate=hyp["translate"], scale=hyp["scale"],
+                                                 shear=hyp["shear"], perspective=hyp["perspective"])
+        if len(labels):
+            labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
+        if self.augment:
+            augment_hsv(img, rng, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
+            if rng.random() < hyp["flipud"]:
+                img = np.flipud(img)
+                labels[:, 2] = 1 - labels[:, 2]
+            if rng.random() < hyp["fliplr"]:
+                img = np.fliplr(img)
+                labels[:, 1] = 1 - labels[:, 1]
+        labels_out = np.zeros((len(labels), 6), dtype=np.float32)
+        labels_out[:, 1:] = labels
+        img = np.ascontiguousarray(img.transpose(2, 0, 1)[::-1])  # HWC BGR -> CHW RGB
+        return img, labels_out, self.im_files[index], shapes
+
+    @staticmethod
+    def collate_fn(batch):
+        """(imgs (B,3,H,W) uint8, targets (N,6) with column 0 = image index in the batch, files, shapes)."""
+        imgs, labels, files, shapes = zip(*batch)
+        targets = []
+        for i, lb in enumerate(labels):
+            lb = lb.copy()
+            lb[:, 0] = i
+            targets.append(lb)
+        return np.stack(imgs, 0), np.concatenate(targets, 0).astype(np.float32), tuple(files), tuple(shapes)
