@@ -1,5 +1,6 @@
 """results.csv logging and the validation summary table, shared by both framework trees."""
 import csv
+import os
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -58,3 +59,20 @@ def format_metrics_table(names, seen, nt_per_class, p, r, ap50, ap, ap_class):
     for i, c in enumerate(np.asarray(ap_class).astype(int)):
         lines.append(pf % (lookup.get(c, str(c)), seen, nt[c], p[i], r[i], ap50[i], ap[i]))
     return '\n'.join(lines)
+
+
+def truncate_results(csv_path, last_epoch):
+    """Drop rows after last_epoch, so a resumed run does not repeat the epoch that was lost to a crash."""
+    path = Path(csv_path)
+    if not path.is_file():
+        return
+    with open(path, newline='') as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    epoch_col = [c.strip() for c in rows[0]].index('epoch')
+    kept = [rows[0]] + [r for r in rows[1:] if int(float(r[epoch_col])) <= last_epoch]
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'w', newline='') as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)

@@ -1,0 +1,320 @@
+"""Train a YOLOv5 teacher or student (--mode train), or distil a teacher into a student with FGD (--mode KD).
+
+    python YOLOv5Pytorch/train.py --cfg yolov5n.yaml --imgsz 256 --epochs 30          # built-in synthetic data
+    python YOLOv5Pytorch/train.py --cfg yolov5s.yaml --data data/NWPU.yaml --imgsz 512 --epochs 150 --batch-size 32
+    python YOLOv5Pytorch/train.py --mode KD --cfg yolov5n.yaml --teacher runs/train/exp/weights/best.pt --data ...
+    python YOLOv5Pytorch/train.py --resume runs/train/exp2/weights/last.pt
+"""
+import argparse
+import math
+import sys
+import time
+from copy import deepcopy
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from yolocore.anchors import check_anchors, label_wh
+from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
+from yolocore.metrics import fitness
+from yolocore.plots import plot_images, plot_labels, plot_results
+from yolocore.results import append_results, truncate_results
+from yolocore.synthetic import make_synthetic_dataset
+from YOLOv5Pytorch import val as validate
+from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
+from YOLOv5Pytorch.models.yolo import Model
+from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, save_checkpoint
+from YOLOv5Pytorch.utils.dataloader import create_dataloader, set_epoch
+from YOLOv5Pytorch.utils.framework import ModelEMA, autocast, grad_scaler, images_to_tensor, init_seeds, select_device
+from YOLOv5Pytorch.utils.loss import ComputeLoss
+
+TREE = Path(__file__).resolve().parent
+NBS = 64  # nominal batch size: gradients accumulate up to it, weight decay scales with it
+LOSS_KEYS = ("box_loss", "obj_loss", "cls_loss")
+FGD_KEYS = ("fgd_loss", "fgd_fg", "fgd_bg", "fgd_mask", "fgd_relation")
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", default="train", choices=("train", "KD"), help="plain training or FGD distillation")
+    p.add_argument("--cfg", default="yolov5s.yaml", help="model yaml (a name from yolocore/models or a path)")
+    p.add_argument("--weights", default="", help="initial weights: a checkpoint of this project, or empty")
+    p.add_argument("--teacher", default="", help="--mode KD: teacher checkpoint")
+    p.add_argument("--kd-layers", type=int, nargs="+", default=[17, 20, 23], help="layers to distil")
+    p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
+    p.add_argument("--hyp", default=str(TREE / "hyp.scratch-low.yaml"), help="hyperparameter yaml")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--imgsz", type=int, default=640, help="train and val image size (pixels)")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--workers", type=int, default=8, help="data-loading processes")
+    p.add_argument("--project", default="runs/train")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
+    p.add_argument("--resume", nargs="?", const="last", default="", help="continue a run from its last.pt")
+    p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
+    p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
+    p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
+    p.add_argument("--noautoanchor", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower)")
+    opt = p.parse_args(argv)
+    if opt.mode == "KD" and not opt.teacher and not opt.resume:
+        p.error("--mode KD needs --teacher CKPT")
+    return opt
+
+
+def lr_lambda(opt, hyp):
+    if opt.cos_lr:
+        return lambda x: ((1 - math.cos(x * math.pi / opt.epochs)) / 2) * (hyp["lrf"] - 1) + 1
+    return lambda x: (1 - x / opt.epochs) * (1.0 - hyp["lrf"]) + hyp["lrf"]
+
+
+def find_last_checkpoint(project):
+    runs = sorted(Path(project).glob("**/weights/last.pt"), key=lambda f: f.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"--resume: no last.pt found under {project}; pass the checkpoint path")
+    return runs[-1]
+
+
+def prepare_data(opt):
+    if not opt.data:
+        opt.data = str(make_synthetic_dataset(ROOT / "datasets" / "synthetic"))
+    return load_data_yaml(opt.data)
+
+
+def build_model(opt, data, device):
+    if opt.weights:
+        ckpt = load_checkpoint(opt.weights)
+        model = Model(ckpt["yaml"], nc=data["nc"])
+        weights = ckpt.get("ema") or ckpt["model"]
+        state = model.state_dict()
+        # Transfer whatever fits (a checkpoint with other classes keeps its backbone and neck).
+        fitting = {k: v for k, v in weights.items() if k in state and v.shape == state[k].shape}
+        model.load_state_dict(fitting, strict=False)
+        print(f"Transferred {len(fitting)}/{len(state)} items from {opt.weights}")
+    else:
+        model = Model(opt.cfg, nc=data["nc"])
+    model.names = data["names"]
+    return model.to(device)
+
+
+def loss_gains(hyp, model, nc, imgsz):
+    """YOLOv5's scaling of the loss gains to the number of levels, classes and the image size."""
+    nl = model.model[-1].nl
+    return dict(hyp, box=hyp["box"] * 3 / nl, cls=hyp["cls"] * nc / 80 * 3 / nl,
+                obj=hyp["obj"] * (imgsz / 640) ** 2 * 3 / nl)
+
+
+def build_optimizer(modules, hyp, weight_decay):
+    """SGD with three groups: biases (group 0, warmed up from warmup_bias_lr), weights with decay,
+    and normalisation weights without decay."""
+    biases, decayed, norm_weights = [], [], []
+    norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k)
+    for module in modules:
+        for m in module.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if name == "bias":
+                    biases.append(p)
+                elif name == "weight" and isinstance(m, norm_types):
+                    norm_weights.append(p)
+                else:
+                    decayed.append(p)
+    optimizer = torch.optim.SGD(biases, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+    optimizer.add_param_group({"params": decayed, "weight_decay": weight_decay})
+    optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
+    return optimizer
+
+
+def autoanchor(model, dataset, hyp, imgsz, seed):
+    det = model.model[-1]
+    anchors = (det.anchors * det.stride.view(-1, 1, 1)).view(-1, 2).cpu().numpy()
+    wh = label_wh(dataset.shapes, dataset.labels, imgsz, np.random.default_rng(seed))
+    bpr, new = check_anchors(wh, anchors, hyp["anchor_t"], np.random.default_rng(seed))
+    if new is None:
+        print(f"AutoAnchor: best possible recall {bpr:.3f} with the current anchors")
+        return
+    new = torch.tensor(new, dtype=det.anchors.dtype, device=det.anchors.device).view_as(det.anchors)
+    det.anchors[:] = new / det.stride.to(new.device).view(-1, 1, 1)
+    print(f"AutoAnchor: new anchors with best possible recall {bpr:.3f}")
+
+
+def train_one_epoch(ctx, epoch):
+    """One pass over the training data; returns the mean losses (detection, then FGD terms in KD mode)."""
+    model, optimizer, opt, hyp = ctx["model"], ctx["optimizer"], ctx["opt"], ctx["hyp"]
+    loader, device, fgd = ctx["train_loader"], ctx["device"], ctx["fgd"]
+    model.train()
+    if fgd is not None:
+        fgd.train()
+    set_epoch(loader, epoch)
+    nb = len(loader)
+    nw = max(round(hyp["warmup_epochs"] * nb), 100)
+    lf = ctx["lf"]
+    mloss = torch.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0), device=device)
+    bar = tqdm(enumerate(loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
+    for i, (imgs, targets, paths, _) in bar:
+        ni = i + nb * epoch
+        if ni <= nw:
+            xi = [0, nw]
+            ctx["accumulate"] = max(1, round(float(np.interp(ni, xi, [1, NBS / opt.batch_size]))))
+            for j, group in enumerate(optimizer.param_groups):
+                start = hyp["warmup_bias_lr"] if j == 0 else 0.0
+                group["lr"] = float(np.interp(ni, xi, [start, hyp["lr0"] * lf(epoch)]))
+                group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+        im = images_to_tensor(imgs, device)
+        targets = targets.to(device)
+        with autocast(device):
+            if fgd is None:
+                preds = model(im)
+                loss, items = ctx["compute_loss"](preds, targets)
+            else:
+                preds, s_feats = model(im, feature_layers=opt.kd_layers)
+                with torch.no_grad():
+                    t_feats = ctx["teacher"](im, feature_layers=opt.kd_layers)[1]
+                loss, items = ctx["compute_loss"](preds, targets)
+                kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
+                loss = loss + hyp["kd_weight"] * kd_loss
+                items = torch.cat((items, hyp["kd_weight"] * torch.cat((kd_loss.detach()[None], kd_terms))))
+        ctx["scaler"].scale(loss).backward()
+        if ni - ctx["last_opt_step"] >= ctx["accumulate"]:
+            ctx["scaler"].unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(ctx["params"], max_norm=10.0)
+            ctx["scaler"].step(optimizer)
+            ctx["scaler"].update()
+            optimizer.zero_grad()
+            ctx["ema"].update(model)
+            ctx["last_opt_step"] = ni
+        mloss = (mloss * i + items) / (i + 1)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}; lower lr0 or check the labels")
+        bar.set_description(f"{epoch + 1}/{opt.epochs} " + " ".join(f"{x:.4g}" for x in mloss[:3].tolist())
+                            + f" {targets.shape[0]:4d} {im.shape[-1]}")
+        if epoch == ctx["start_epoch"] and i < 3:
+            plot_images(imgs, targets.cpu().numpy(), paths, ctx["save_dir"] / f"train_batch{i}.jpg", ctx["names"])
+    return mloss.cpu().tolist()
+
+
+def make_checkpoint(ctx, epoch, best_fitness):
+    opt = ctx["opt"]
+    return {
+        "framework": "pytorch", "epoch": epoch, "best_fitness": best_fitness,
+        "model": deepcopy(ctx["model"].state_dict()), "ema": deepcopy(ctx["ema"].ema.state_dict()),
+        "updates": ctx["ema"].updates, "optimizer": ctx["optimizer"].state_dict(),
+        "fgd": ctx["fgd"].state_dict() if ctx["fgd"] is not None else None,
+        "kd_layers": list(opt.kd_layers) if opt.mode == "KD" else None,
+        "yaml": ctx["model"].yaml, "nc": len(ctx["names"]), "names": list(ctx["names"]),
+        "hyp": ctx["hyp"], "opt": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def resume_options(opt):
+    path = find_last_checkpoint(opt.project) if opt.resume == "last" else Path(opt.resume)
+    ckpt = load_checkpoint(path)
+    resumed = argparse.Namespace(**ckpt["opt"])
+    resumed.resume, resumed.weights, resumed.exist_ok = str(path), "", True
+    resumed.device, resumed.workers = opt.device or resumed.device, opt.workers
+    return resumed, ckpt
+
+
+def restore(ctx, ckpt):
+    ctx["model"].load_state_dict(ckpt["model"])
+    ctx["ema"].ema.load_state_dict(ckpt["ema"])
+    ctx["ema"].updates = ckpt["updates"]
+    ctx["optimizer"].load_state_dict(ckpt["optimizer"])
+    if ctx["fgd"] is not None:
+        ctx["fgd"].load_state_dict(ckpt["fgd"])
+    if ckpt["epoch"] + 1 >= ctx["opt"].epochs:
+        raise ValueError(f"{ctx['opt'].resume}: this run already finished its {ctx['opt'].epochs} epochs")
+    return ckpt["epoch"] + 1, ckpt["best_fitness"]
+
+
+def train(opt):
+    ckpt = None
+    if opt.resume:
+        opt, ckpt = resume_options(opt)
+        save_dir = Path(opt.save_dir)
+    else:
+        save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+        opt.save_dir = str(save_dir)
+    weights_dir = save_dir / "weights"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp)
+    device = select_device(opt.device)
+    init_seeds(opt.seed, opt.deterministic)
+    data = prepare_data(opt)
+    names = data["names"]
+    save_yaml(save_dir / "hyp.yaml", hyp)
+    save_yaml(save_dir / "opt.yaml", vars(opt))
+
+    model = build_model(opt, data, device)
+    teacher = load_teacher(opt.teacher, names, device) if opt.mode == "KD" else None
+    fgd = build_fgd(model, teacher, opt.kd_layers, hyp, opt.imgsz, device) if teacher is not None else None
+    train_loader, dataset = create_dataloader(data["train"], opt.imgsz, opt.batch_size, data["nc"], hyp, augment=True,
+                                              shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ")
+    val_loader, _ = create_dataloader(data["val"], opt.imgsz, opt.batch_size * 2, data["nc"], seed=opt.seed,
+                                      workers=opt.workers, prefix="val: ")
+    if not ckpt:
+        plot_labels(np.concatenate(dataset.labels, 0), names, save_dir)
+        if not opt.noautoanchor:
+            autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)
+
+    accumulate = max(round(NBS / opt.batch_size), 1)
+    weight_decay = hyp["weight_decay"] * opt.batch_size * accumulate / NBS
+    trained = [model] + ([fgd] if fgd is not None else [])
+    optimizer = build_optimizer(trained, hyp, weight_decay)
+    ctx = dict(opt=opt, hyp=hyp, device=device, model=model, teacher=teacher, fgd=fgd, names=names,
+               optimizer=optimizer, params=[p for m in trained for p in m.parameters()], lf=lr_lambda(opt, hyp),
+               ema=ModelEMA(model), scaler=grad_scaler(device), accumulate=accumulate, save_dir=save_dir,
+               compute_loss=ComputeLoss(model, loss_gains(hyp, model, data["nc"], opt.imgsz)),
+               train_loader=train_loader, start_epoch=0, last_opt_step=-1)
+    best_fitness, csv_path = 0.0, save_dir / "results.csv"
+    if ckpt:
+        ctx["start_epoch"], best_fitness = restore(ctx, ckpt)
+        truncate_results(csv_path, ckpt["epoch"])
+        print(f"Resuming {opt.resume} from epoch {ctx['start_epoch'] + 1}/{opt.epochs}")
+    ctx["last_opt_step"] = ctx["start_epoch"] * len(train_loader) - 1
+
+    print(f"Training {opt.mode} for {opt.epochs} epochs, results in {save_dir}")
+    best_epoch, epoch = ctx["start_epoch"] - 1, ctx["start_epoch"]
+    for epoch in range(ctx["start_epoch"], opt.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = hyp["lr0"] * ctx["lf"](epoch)
+        losses = train_one_epoch(ctx, epoch)
+        final = epoch + 1 == opt.epochs or epoch - best_epoch >= opt.patience
+        if not opt.noval or final:
+            metrics, _ = validate.run(ctx["ema"].ema, val_loader, names, device, compute_loss=ctx["compute_loss"])
+        else:
+            metrics = (0.0,) * 7
+        fit = float(fitness(np.array(metrics[:4])[None])[0])
+        row = {"epoch": epoch, **{f"train/{k}": v for k, v in zip(LOSS_KEYS + FGD_KEYS, losses)},
+               **dict(zip(("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"),
+                          metrics[:4])),
+               **{f"val/{k}": v for k, v in zip(LOSS_KEYS, metrics[4:])},
+               **{f"x/lr{j}": g["lr"] for j, g in enumerate(optimizer.param_groups)}}
+        append_results(csv_path, row)
+        if fit > best_fitness or best_epoch < 0:
+            best_fitness, best_epoch = max(fit, best_fitness), epoch
+            save_checkpoint(make_checkpoint(ctx, epoch, best_fitness), weights_dir / "best.pt")
+        save_checkpoint(make_checkpoint(ctx, epoch, best_fitness), weights_dir / "last.pt")
+        if epoch - best_epoch >= opt.patience:
+            print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {best_epoch + 1})")
+            break
+
+    plot_results(csv_path)
+    print(f"\nValidating {weights_dir / 'best.pt'} (epoch {best_epoch + 1}):")
+    best = load_checkpoint(weights_dir / "best.pt")
+    ctx["ema"].ema.load_state_dict(best["ema"])
+    validate.run(ctx["ema"].ema, val_loader, names, device, save_dir=save_dir, plots=True, verbose=True)
+    print(f"Results saved to {save_dir}")
+    return save_dir
+
+
+if __name__ == "__main__":
+    train(parse_opt())
