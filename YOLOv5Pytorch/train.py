@@ -145,6 +145,15 @@ def autoanchor(model, dataset, hyp, imgsz, seed):
     print(f"AutoAnchor: new anchors with best possible recall {bpr:.3f}")
 
 
+def optimizer_step(ctx):
+    ctx["scaler"].unscale_(ctx["optimizer"])
+    torch.nn.utils.clip_grad_norm_(ctx["params"], max_norm=10.0)
+    ctx["scaler"].step(ctx["optimizer"])
+    ctx["scaler"].update()
+    ctx["optimizer"].zero_grad()
+    ctx["ema"].update(ctx["model"])
+
+
 def train_one_epoch(ctx, epoch):
     """One pass over the training data; returns the mean losses (detection, then FGD terms in KD mode)."""
     model, optimizer, opt, hyp = ctx["model"], ctx["optimizer"], ctx["opt"], ctx["hyp"]
@@ -182,13 +191,9 @@ def train_one_epoch(ctx, epoch):
                 loss = loss + hyp["kd_weight"] * kd_loss
                 items = torch.cat((items, hyp["kd_weight"] * torch.cat((kd_loss.detach()[None], kd_terms))))
         ctx["scaler"].scale(loss).backward()
-        if ni - ctx["last_opt_step"] >= ctx["accumulate"]:
-            ctx["scaler"].unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(ctx["params"], max_norm=10.0)
-            ctx["scaler"].step(optimizer)
-            ctx["scaler"].update()
-            optimizer.zero_grad()
-            ctx["ema"].update(model)
+        # The last batch always steps: no gradient crosses an epoch boundary, so --resume continues exactly.
+        if ni - ctx["last_opt_step"] >= ctx["accumulate"] or i == nb - 1:
+            optimizer_step(ctx)
             ctx["last_opt_step"] = ni
         mloss = (mloss * i + items) / (i + 1)
         if not torch.isfinite(loss):
@@ -243,13 +248,13 @@ def train(opt):
     else:
         save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
         opt.save_dir = str(save_dir)
-    weights_dir = save_dir / "weights"
-    weights_dir.mkdir(parents=True, exist_ok=True)
     hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp)
     device = select_device(opt.device)
-    init_seeds(opt.seed, opt.deterministic)
     data = prepare_data(opt)
     names = data["names"]
+    init_seeds(opt.seed, opt.deterministic)
+    weights_dir = save_dir / "weights"
+    weights_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(save_dir / "hyp.yaml", hyp)
     save_yaml(save_dir / "opt.yaml", vars(opt))
 
@@ -287,11 +292,11 @@ def train(opt):
         for group in optimizer.param_groups:
             group["lr"] = hyp["lr0"] * ctx["lf"](epoch)
         losses = train_one_epoch(ctx, epoch)
-        final = epoch + 1 == opt.epochs or epoch - best_epoch >= opt.patience
-        if not opt.noval or final:
+        measured = not opt.noval or epoch + 1 == opt.epochs
+        if measured:
             metrics, _ = validate.run(ctx["ema"].ema, val_loader, names, device, compute_loss=ctx["compute_loss"])
         else:
-            metrics = (0.0,) * 7
+            metrics = (float("nan"),) * 7  # a gap in results.png, not a fake zero
         fit = float(fitness(np.array(metrics[:4])[None])[0])
         row = {"epoch": epoch, **{f"train/{k}": v for k, v in zip(LOSS_KEYS + FGD_KEYS, losses)},
                **dict(zip(("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"),
@@ -299,8 +304,9 @@ def train(opt):
                **{f"val/{k}": v for k, v in zip(LOSS_KEYS, metrics[4:])},
                **{f"x/lr{j}": g["lr"] for j, g in enumerate(optimizer.param_groups)}}
         append_results(csv_path, row)
-        if fit > best_fitness or best_epoch < 0:
-            best_fitness, best_epoch = max(fit, best_fitness), epoch
+        # Without validation the newest weights are the best guess, and patience has nothing to count.
+        if not measured or fit > best_fitness or best_epoch < 0:
+            best_fitness, best_epoch = max(fit, best_fitness) if measured else best_fitness, epoch
             save_checkpoint(make_checkpoint(ctx, epoch, best_fitness), weights_dir / "best.pt")
         save_checkpoint(make_checkpoint(ctx, epoch, best_fitness), weights_dir / "last.pt")
         if epoch - best_epoch >= opt.patience:

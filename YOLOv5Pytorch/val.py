@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from yolocore.boxes import scale_boxes, xywh2xyxy
+from yolocore.boxes import scale_boxes, xywh2xyxy, xyxy2xywhn
 from yolocore.config import increment_path, load_data_yaml
 from yolocore.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from yolocore.plots import plot_images
@@ -26,14 +26,12 @@ from YOLOv5Pytorch.utils.general import non_max_suppression
 IOUV = np.linspace(0.5, 0.95, 10)
 
 
-def predictions_to_plot_targets(out):
-    """NMS output per image -> (n, 7) [image, class, cx, cy, w, h, conf] in pixels, for plot_images."""
+def predictions_to_plot_targets(out, h, w):
+    """NMS output per image -> (n, 7) [image, class, cx, cy, w, h, conf] normalised, for plot_images."""
     rows = []
     for i, o in enumerate(out):
-        o = o.cpu().numpy()
-        box = o[:, :4].copy()
-        box[:, 2:] -= box[:, :2]
-        box[:, :2] += box[:, 2:] / 2
+        o = o.float().cpu().numpy()
+        box = xyxy2xywhn(o[:, :4], w=w, h=h)
         rows.append(np.concatenate((np.full((len(o), 1), i), o[:, 5:6], box, o[:, 4:5]), 1))
     return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
 
@@ -73,7 +71,8 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
             stats.append((correct, predn[:, 4], predn[:, 5], labels[:, 0]))
         if plots and save_dir and bi < 3:
             plot_images(imgs, targets_np, paths, save_dir / f"val_batch{bi}_labels.jpg", names)
-            plot_images(imgs, predictions_to_plot_targets(out), paths, save_dir / f"val_batch{bi}_pred.jpg", names)
+            predicted = predictions_to_plot_targets(out, h, w)
+            plot_images(imgs, predicted, paths, save_dir / f"val_batch{bi}_pred.jpg", names)
 
     tp, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*stats))
     nt = np.bincount(target_cls.astype(int), minlength=nc)
