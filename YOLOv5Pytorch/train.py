@@ -205,10 +205,10 @@ def train_one_epoch(ctx, epoch):
     return mloss.cpu().tolist()
 
 
-def make_checkpoint(ctx, epoch, best_fitness):
+def make_checkpoint(ctx, epoch, best_fitness, best_epoch):
     opt = ctx["opt"]
     return {
-        "framework": "pytorch", "epoch": epoch, "best_fitness": best_fitness,
+        "framework": "pytorch", "epoch": epoch, "best_fitness": best_fitness, "best_epoch": best_epoch,
         "model": deepcopy(ctx["model"].state_dict()), "ema": deepcopy(ctx["ema"].ema.state_dict()),
         "updates": ctx["ema"].updates, "optimizer": ctx["optimizer"].state_dict(),
         "fgd": ctx["fgd"].state_dict() if ctx["fgd"] is not None else None,
@@ -237,7 +237,7 @@ def restore(ctx, ckpt):
         ctx["fgd"].load_state_dict(ckpt["fgd"])
     if ckpt["epoch"] + 1 >= ctx["opt"].epochs:
         raise ValueError(f"{ctx['opt'].resume}: this run already finished its {ctx['opt'].epochs} epochs")
-    return ckpt["epoch"] + 1, ckpt["best_fitness"]
+    return ckpt["epoch"] + 1, ckpt["best_fitness"], ckpt["best_epoch"]
 
 
 def train(opt):
@@ -279,15 +279,14 @@ def train(opt):
                ema=ModelEMA(model), scaler=grad_scaler(device), accumulate=accumulate, save_dir=save_dir,
                compute_loss=ComputeLoss(model, loss_gains(hyp, model, data["nc"], opt.imgsz)),
                train_loader=train_loader, start_epoch=0, last_opt_step=-1)
-    best_fitness, csv_path = 0.0, save_dir / "results.csv"
+    best_fitness, best_epoch, csv_path = 0.0, -1, save_dir / "results.csv"
     if ckpt:
-        ctx["start_epoch"], best_fitness = restore(ctx, ckpt)
+        ctx["start_epoch"], best_fitness, best_epoch = restore(ctx, ckpt)
         truncate_results(csv_path, ckpt["epoch"])
         print(f"Resuming {opt.resume} from epoch {ctx['start_epoch'] + 1}/{opt.epochs}")
     ctx["last_opt_step"] = ctx["start_epoch"] * len(train_loader) - 1
 
     print(f"Training {opt.mode} for {opt.epochs} epochs, results in {save_dir}")
-    best_epoch, epoch = ctx["start_epoch"] - 1, ctx["start_epoch"]
     for epoch in range(ctx["start_epoch"], opt.epochs):
         for group in optimizer.param_groups:
             group["lr"] = hyp["lr0"] * ctx["lf"](epoch)
@@ -307,8 +306,8 @@ def train(opt):
         # Without validation the newest weights are the best guess, and patience has nothing to count.
         if not measured or fit > best_fitness or best_epoch < 0:
             best_fitness, best_epoch = max(fit, best_fitness) if measured else best_fitness, epoch
-            save_checkpoint(make_checkpoint(ctx, epoch, best_fitness), weights_dir / "best.pt")
-        save_checkpoint(make_checkpoint(ctx, epoch, best_fitness), weights_dir / "last.pt")
+            save_checkpoint(make_checkpoint(ctx, epoch, best_fitness, best_epoch), weights_dir / "best.pt")
+        save_checkpoint(make_checkpoint(ctx, epoch, best_fitness, best_epoch), weights_dir / "last.pt")
         if epoch - best_epoch >= opt.patience:
             print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {best_epoch + 1})")
             break

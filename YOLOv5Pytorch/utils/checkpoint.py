@@ -13,8 +13,11 @@ def save_checkpoint(ckpt, path):
     """Write to a temporary file and rename, so a crash mid-write never leaves a broken last.pt/best.pt."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path):

@@ -25,7 +25,8 @@ def bbox_ciou(box1, box2, eps=1e-7):
     ch = torch.maximum(b1_y2, b2_y2) - torch.minimum(b1_y1, b2_y1)
     c2 = cw**2 + ch**2 + eps
     rho2 = ((b2_x1 + b2_x2 - b1_x1 - b1_x2) ** 2 + (b2_y1 + b2_y2 - b1_y1 - b1_y2) ** 2) / 4
-    v = (4 / math.pi**2) * torch.pow(torch.atan(w2 / h2) - torch.atan(w1 / h1), 2)
+    # eps keeps a collapsed predicted box (w = h = 0 when its logits underflow) from turning 0/0 into NaN
+    v = (4 / math.pi**2) * torch.pow(torch.atan(w2 / (h2 + eps)) - torch.atan(w1 / (h1 + eps)), 2)
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - (rho2 / c2 + v * alpha)
