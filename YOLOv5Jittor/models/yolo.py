@@ -1,0 +1,107 @@
+"""YOLOv5 Model built from a shared yaml; state-dict keys equal ultralytics' ('model.0.conv.weight', ...)."""
+import math
+from copy import deepcopy
+
+import jittor as jt
+import jittor.nn as nn
+
+from yolocore.architecture import parse_model_cfg
+from yolocore.config import load_model_cfg
+from YOLOv5Jittor.models.common import (
+    C3,
+    SPPF,
+    BatchNorm2d,
+    Bottleneck,
+    Concat,
+    Conv,
+    Detect,
+    Upsample,
+    unsaved_attribute,
+)
+
+MODULES = {
+    "Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF,
+    "Concat": Concat, "nn.Upsample": Upsample, "Detect": Detect,
+}
+
+
+def build_layers(specs):
+    layers = []
+    for spec in specs:
+        cls = MODULES[spec.module]
+        m = nn.Sequential(*(cls(*spec.args) for _ in range(spec.repeats))) if spec.repeats > 1 else cls(*spec.args)
+        m.i, m.f = spec.index, spec.source
+        layers.append(m)
+    return nn.Sequential(*layers)
+
+
+class Model(nn.Module):
+    stride = unsaved_attribute("stride")
+
+    def __init__(self, cfg="yolov5s.yaml", ch=3, nc=None, anchors=None):
+        super().__init__()
+        self.yaml = load_model_cfg(cfg)
+        if nc and nc != self.yaml["nc"]:
+            self.yaml["nc"] = nc
+        if anchors is not None:
+            self.yaml["anchors"] = anchors
+        specs, self.save = parse_model_cfg(deepcopy(self.yaml), ch)
+        self.model = build_layers(specs)
+        self.names = [str(i) for i in range(self.yaml["nc"])]
+
+        m = self.model[-1]
+        s = 256
+        m.stride = jt.array([s / x.shape[-2] for x in self._forward_once(jt.zeros((1, ch, s, s)))[0]])
+        m.anchors /= m.stride.view(-1, 1, 1)
+        self.stride = m.stride
+        initialize_weights(self)
+        self._initialize_biases()
+
+    def execute(self, x, feature_layers=None):
+        """Predictions; with feature_layers also the outputs of those layer indices, from the same pass."""
+        preds, feats = self._forward_once(x, feature_layers or ())
+        return (preds, feats) if feature_layers else preds
+
+    def _forward_once(self, x, feature_layers=()):
+        bad = [i for i in feature_layers if not 0 <= i < len(self.model) - 1]
+        if bad:
+            last = len(self.model) - 2
+            raise ValueError(f"feature layers {bad} do not exist: this model has layers 0..{last} before Detect")
+        y, feats = [], {}
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            if m.i in feature_layers:
+                feats[m.i] = x
+            y.append(x if m.i in self.save else None)
+        return x, [feats[i] for i in feature_layers]
+
+    def _initialize_biases(self):
+        # Objectness and class priors from the YOLOv5 paper notes: ~8 objects per 640 image, uniform classes.
+        m = self.model[-1]
+        for mi, s in zip(m.m, m.stride.tolist()):
+            b = mi.bias.view(m.na, -1)
+            b[:, 4] += math.log(8 / (640 / s) ** 2)
+            b[:, 5 : 5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
+            mi.bias.assign(b.view(-1))
+
+    def feature_channels(self, layers):
+        """Output channels of the given layer indices, without a forward pass."""
+        specs, _ = parse_model_cfg(deepcopy(self.yaml))
+        return [specs[i].out_channels for i in layers]
+
+
+def initialize_weights(model):
+    # ultralytics' BatchNorm settings; training from scratch and loading its weights both rely on them.
+    # (Jittor has no in-place activations, so PyTorch's inplace switch has no counterpart here.)
+    for m in model.modules():
+        if isinstance(m, BatchNorm2d):
+            m.eps = 1e-3
+            m.momentum = 0.03
+
+
+def count_parameters(model):
+    # Jittor keeps buffers among the parameters (and copies lose any mark on them), so they go by name.
+    buffers = ("running_mean", "running_var", "anchors")
+    return sum(v.numel() for k, v in model.state_dict().items() if not k.endswith(buffers))

@@ -1,0 +1,66 @@
+"""The Jittor side of what cannot mirror between frameworks: devices, seeding, EMA, tensors <-> numpy."""
+import math
+from copy import deepcopy
+
+import jittor as jt
+import numpy as np
+
+
+def select_device(device=""):
+    """'' picks CUDA when jittor has it, else the CPU; 'cpu'; '0' is CUDA. Jittor runs on one device per process,
+    chosen by a global flag, so this sets the flag and returns 'cuda' or 'cpu'."""
+    device = str(device).strip().lower().replace("cuda:", "")
+    if device == "cpu" or (device == "" and not jt.has_cuda):
+        jt.flags.use_cuda = 0
+        return "cpu"
+    if not jt.has_cuda:
+        raise ValueError(f"--device {device} asks for CUDA, but jt.has_cuda is False: use --device cpu")
+    if device not in ("", "0"):
+        raise ValueError(f"--device {device}: the Jittor tree uses one GPU; pick it with CUDA_VISIBLE_DEVICES")
+    jt.flags.use_cuda = 1
+    return "cuda"
+
+
+def init_seeds(seed=0, deterministic=False):
+    """Seeds jittor's weight init; data order and augmentation are seeded in yolocore from (seed, epoch, index).
+    Pending random ops draw when they run, so they are run first. deterministic: kept for the PyTorch signature."""
+    jt.sync_all()
+    jt.set_global_seed(seed)
+
+
+def images_to_tensor(imgs, device):
+    """uint8 (B, 3, H, W) numpy -> float Var in [0, 1]; device is global in Jittor (see select_device)."""
+    return jt.array(imgs).float() / 255
+
+
+def to_numpy(x):
+    return x.detach().numpy()
+
+
+def state_dict_to_numpy(state_dict):
+    return {k: to_numpy(v) for k, v in state_dict.items()}
+
+
+def state_dict_from_numpy(arrays):
+    # PyTorch checkpoints carry BatchNorm's num_batches_tracked, which Jittor's BatchNorm does not keep.
+    return {k: jt.array(np.ascontiguousarray(v)) for k, v in arrays.items() if not k.endswith("num_batches_tracked")}
+
+
+class ModelEMA:
+    """Exponential moving average of every float parameter and buffer; the ramp tau keeps early updates fast."""
+
+    def __init__(self, model, decay=0.9999, tau=2000, updates=0):
+        self.ema = deepcopy(model).eval()
+        self.updates = updates
+        self.decay_at = lambda x: decay * (1 - math.exp(-x / tau))
+        for p in self.ema.parameters():
+            p.stop_grad()
+
+    def update(self, model):
+        self.updates += 1
+        d = self.decay_at(self.updates)
+        msd = model.state_dict()
+        with jt.no_grad():
+            for k, v in self.ema.state_dict().items():
+                if v.dtype in (jt.float32, jt.float64, jt.float16):
+                    v.update(v * d + (1 - d) * msd[k].detach())
