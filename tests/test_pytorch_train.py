@@ -110,6 +110,9 @@ def test_kd_run_logs_fgd_terms_and_resumes(tmp_path, data, teacher_run, narrow_c
     assert any(not torch.equal(last["fgd"][k], v) for k, v in align.items()), "align convs were not trained"
     for f in RUN_FILES:
         assert (run / f).is_file(), f
+    results = val.main(val.parse_opt(["--weights", str(run / "weights" / "best.pt"), "--data", data, "--imgsz", "64",
+                                      "--workers", "0", "--project", str(tmp_path), "--name", "val_kd"]))
+    assert all(0 <= x <= 1 for x in results[:4]), "a KD checkpoint must evaluate like a student checkpoint"
 
 
 def test_kd_refuses_a_teacher_with_other_classes(tmp_path, data, teacher_run):
