@@ -166,6 +166,7 @@ def train_one_epoch(ctx, epoch):
     nw = max(round(hyp["warmup_epochs"] * nb), 100)
     lf = ctx["lf"]
     mloss = torch.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0), device=device)
+    print(("\n" + "%11s" * 6) % ("Epoch", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
     bar = tqdm(enumerate(loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
     for i, (imgs, targets, paths, _) in bar:
         ni = i + nb * epoch
@@ -198,8 +199,8 @@ def train_one_epoch(ctx, epoch):
         mloss = (mloss * i + items) / (i + 1)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}; lower lr0 or check the labels")
-        bar.set_description(f"{epoch + 1}/{opt.epochs} " + " ".join(f"{x:.4g}" for x in mloss[:3].tolist())
-                            + f" {targets.shape[0]:4d} {im.shape[-1]}")
+        bar.set_description(("%11s" + "%11.4g" * 3 + "%11i" * 2)
+                            % (f"{epoch + 1}/{opt.epochs}", *mloss[:3].tolist(), targets.shape[0], im.shape[-1]))
         if epoch == ctx["start_epoch"] and i < 3:
             plot_images(imgs, targets.cpu().numpy(), paths, ctx["save_dir"] / f"train_batch{i}.jpg", ctx["names"])
     return mloss.cpu().tolist()
