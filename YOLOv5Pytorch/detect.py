@@ -86,4 +86,7 @@ def main(opt):
 
 
 if __name__ == "__main__":
-    main(parse_opt())
+    try:
+        main(parse_opt())
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file; no traceback
+        sys.exit(f"detect.py: error: {e}")

@@ -323,4 +323,7 @@ def train(opt):
 
 
 if __name__ == "__main__":
-    train(parse_opt())
+    try:
+        train(parse_opt())
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file; no traceback
+        sys.exit(f"train.py: error: {e}")
