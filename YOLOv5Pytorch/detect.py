@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from yolocore.augment import letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
+from yolocore.cli import run_script
 from yolocore.config import increment_path
 from yolocore.dataset import list_image_files
 from yolocore.plots import draw_detections
@@ -86,7 +87,4 @@ def main(opt):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_opt())
-    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file; no traceback
-        sys.exit(f"detect.py: error: {e}")
+    run_script(lambda: main(parse_opt()))

@@ -6,7 +6,6 @@
     python YOLOv5Pytorch/train.py --resume runs/train/exp2/weights/last.pt
 """
 import argparse
-import math
 import sys
 import time
 from copy import deepcopy
@@ -21,9 +20,21 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from yolocore.anchors import check_anchors, label_wh
+from yolocore.cli import run_script
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
 from yolocore.metrics import fitness
 from yolocore.plots import plot_images, plot_labels, plot_results
+from yolocore.recipe import (
+    FGD_KEYS,
+    LOSS_KEYS,
+    NBS,
+    loss_gains,
+    lr_lambda,
+    results_row,
+    scaled_weight_decay,
+    warmup,
+    warmup_iterations,
+)
 from yolocore.results import append_results, truncate_results
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import val as validate
@@ -35,9 +46,6 @@ from YOLOv5Pytorch.utils.framework import ModelEMA, autocast, grad_scaler, image
 from YOLOv5Pytorch.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent
-NBS = 64  # nominal batch size: gradients accumulate up to it, weight decay scales with it
-LOSS_KEYS = ("box_loss", "obj_loss", "cls_loss")
-FGD_KEYS = ("fgd_loss", "fgd_fg", "fgd_bg", "fgd_mask", "fgd_relation")
 
 
 def parse_opt(argv=None):
@@ -70,12 +78,6 @@ def parse_opt(argv=None):
     return opt
 
 
-def lr_lambda(opt, hyp):
-    if opt.cos_lr:
-        return lambda x: ((1 - math.cos(x * math.pi / opt.epochs)) / 2) * (hyp["lrf"] - 1) + 1
-    return lambda x: (1 - x / opt.epochs) * (1.0 - hyp["lrf"]) + hyp["lrf"]
-
-
 def find_last_checkpoint(project):
     runs = sorted(Path(project).glob("**/weights/last.pt"), key=lambda f: f.stat().st_mtime)
     if not runs:
@@ -103,13 +105,6 @@ def build_model(opt, data, device):
         model = Model(opt.cfg, nc=data["nc"])
     model.names = data["names"]
     return model.to(device)
-
-
-def loss_gains(hyp, model, nc, imgsz):
-    """YOLOv5's scaling of the loss gains to the number of levels, classes and the image size."""
-    nl = model.model[-1].nl
-    return dict(hyp, box=hyp["box"] * 3 / nl, cls=hyp["cls"] * nc / 80 * 3 / nl,
-                obj=hyp["obj"] * (imgsz / 640) ** 2 * 3 / nl)
 
 
 def build_optimizer(modules, hyp, weight_decay):
@@ -163,7 +158,7 @@ def train_one_epoch(ctx, epoch):
         fgd.train()
     set_epoch(loader, epoch)
     nb = len(loader)
-    nw = max(round(hyp["warmup_epochs"] * nb), 100)
+    nw = warmup_iterations(hyp, nb)
     lf = ctx["lf"]
     mloss = torch.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0), device=device)
     print(("\n" + "%11s" * 6) % ("Epoch", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
@@ -171,12 +166,9 @@ def train_one_epoch(ctx, epoch):
     for i, (imgs, targets, paths, _) in bar:
         ni = i + nb * epoch
         if ni <= nw:
-            xi = [0, nw]
-            ctx["accumulate"] = max(1, round(float(np.interp(ni, xi, [1, NBS / opt.batch_size]))))
-            for j, group in enumerate(optimizer.param_groups):
-                start = hyp["warmup_bias_lr"] if j == 0 else 0.0
-                group["lr"] = float(np.interp(ni, xi, [start, hyp["lr0"] * lf(epoch)]))
-                group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+            ctx["accumulate"], values = warmup(ni, nw, hyp, hyp["lr0"] * lf(epoch), opt.batch_size)
+            for group, (lr, momentum) in zip(optimizer.param_groups, values):
+                group["lr"], group["momentum"] = lr, momentum
         im = images_to_tensor(imgs, device)
         targets = targets.to(device)
         with autocast(device):
@@ -271,14 +263,13 @@ def train(opt):
         if not opt.noautoanchor:
             autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)
 
-    accumulate = max(round(NBS / opt.batch_size), 1)
-    weight_decay = hyp["weight_decay"] * opt.batch_size * accumulate / NBS
     trained = [model] + ([fgd] if fgd is not None else [])
-    optimizer = build_optimizer(trained, hyp, weight_decay)
+    optimizer = build_optimizer(trained, hyp, scaled_weight_decay(hyp, opt.batch_size))
     ctx = dict(opt=opt, hyp=hyp, device=device, model=model, teacher=teacher, fgd=fgd, names=names,
-               optimizer=optimizer, params=[p for m in trained for p in m.parameters()], lf=lr_lambda(opt, hyp),
-               ema=ModelEMA(model), scaler=grad_scaler(device), accumulate=accumulate, save_dir=save_dir,
-               compute_loss=ComputeLoss(model, loss_gains(hyp, model, data["nc"], opt.imgsz)),
+               optimizer=optimizer, params=[p for m in trained for p in m.parameters()],
+               lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), ema=ModelEMA(model), scaler=grad_scaler(device),
+               accumulate=max(round(NBS / opt.batch_size), 1), save_dir=save_dir,
+               compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, data["nc"], opt.imgsz)),
                train_loader=train_loader, start_epoch=0, last_opt_step=-1)
     best_fitness, best_epoch, csv_path = 0.0, -1, save_dir / "results.csv"
     if ckpt:
@@ -298,12 +289,7 @@ def train(opt):
         else:
             metrics = (float("nan"),) * 7  # a gap in results.png, not a fake zero
         fit = float(fitness(np.array(metrics[:4])[None])[0])
-        row = {"epoch": epoch, **{f"train/{k}": v for k, v in zip(LOSS_KEYS + FGD_KEYS, losses)},
-               **dict(zip(("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"),
-                          metrics[:4])),
-               **{f"val/{k}": v for k, v in zip(LOSS_KEYS, metrics[4:])},
-               **{f"x/lr{j}": g["lr"] for j, g in enumerate(optimizer.param_groups)}}
-        append_results(csv_path, row)
+        append_results(csv_path, results_row(epoch, losses, metrics, [g["lr"] for g in optimizer.param_groups]))
         # Without validation the newest weights are the best guess, and patience has nothing to count.
         if not measured or fit > best_fitness or best_epoch < 0:
             best_fitness, best_epoch = max(fit, best_fitness) if measured else best_fitness, epoch
@@ -323,7 +309,4 @@ def train(opt):
 
 
 if __name__ == "__main__":
-    try:
-        train(parse_opt())
-    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file; no traceback
-        sys.exit(f"train.py: error: {e}")
+    run_script(lambda: train(parse_opt()))

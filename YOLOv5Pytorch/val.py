@@ -9,31 +9,16 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from yolocore.boxes import scale_boxes, xywh2xyxy, xyxy2xywhn
+from yolocore.cli import run_script
 from yolocore.config import increment_path, load_data_yaml
-from yolocore.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from yolocore.plots import plot_images
-from yolocore.results import format_metrics_table
+from yolocore.evaluation import Evaluator
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.dataloader import create_dataloader
 from YOLOv5Pytorch.utils.framework import autocast, images_to_tensor, select_device
 from YOLOv5Pytorch.utils.general import non_max_suppression
-
-IOUV = np.linspace(0.5, 0.95, 10)
-
-
-def predictions_to_plot_targets(out, h, w):
-    """NMS output per image -> (n, 7) [image, class, cx, cy, w, h, conf] normalised, for plot_images."""
-    rows = []
-    for i, o in enumerate(out):
-        o = o.float().cpu().numpy()
-        box = xyxy2xywhn(o[:, :4], w=w, h=h)
-        rows.append(np.concatenate((np.full((len(o), 1), i), o[:, 5:6], box, o[:, 4:5]), 1))
-    return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
 
 
 @torch.no_grad()
@@ -41,12 +26,10 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
         save_dir=None, plots=False, verbose=False):
     """Returns ((P, R, mAP50, mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,))."""
     model.eval()
-    nc = len(names)
-    confusion = ConfusionMatrix(nc)
+    evaluator = Evaluator(names, plots, save_dir)
     loss = torch.zeros(3, device=device)
-    stats, seen = [], 0
-    bar = tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}", leave=False)
-    for bi, (imgs, targets, paths, shapes) in enumerate(bar):
+    for imgs, targets, paths, shapes in tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}",
+                                             leave=False):
         im = images_to_tensor(imgs, device)
         targets = targets.to(device)
         with autocast(device):
@@ -54,44 +37,9 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
         if compute_loss:
             loss += compute_loss(train_out, targets)[1]
         out = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, max_det=max_det)
-        h, w = im.shape[2:]
-        targets_np = targets.cpu().numpy()
-        for si, pred in enumerate(out):
-            seen += 1
-            labels = targets_np[targets_np[:, 0] == si, 1:]
-            predn = pred.float().cpu().numpy().copy()
-            shape0, ratio_pad = shapes[si]
-            scale_boxes((h, w), predn[:, :4], shape0, ratio_pad)
-            tbox = xywh2xyxy(labels[:, 1:5] * np.array([w, h, w, h]))
-            scale_boxes((h, w), tbox, shape0, ratio_pad)
-            labelsn = np.concatenate((labels[:, :1], tbox), 1)
-            correct = match_predictions(predn, labelsn, IOUV) if len(predn) else np.zeros((0, len(IOUV)), bool)
-            if plots:
-                confusion.process_batch(predn if len(predn) else None, labelsn)
-            stats.append((correct, predn[:, 4], predn[:, 5], labels[:, 0]))
-        if plots and save_dir and bi < 3:
-            plot_images(imgs, targets_np, paths, save_dir / f"val_batch{bi}_labels.jpg", names)
-            predicted = predictions_to_plot_targets(out, h, w)
-            plot_images(imgs, predicted, paths, save_dir / f"val_batch{bi}_pred.jpg", names)
-
-    tp, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*stats))
-    nt = np.bincount(target_cls.astype(int), minlength=nc)
-    mp = mr = map50 = map_ = 0.0
-    maps = np.zeros(nc)
-    if len(tp) and tp.any():
-        _, _, p, r, _, ap, ap_class = ap_per_class(tp, conf, pred_cls, target_cls, plot=plots,
-                                                    save_dir=save_dir or ".", names=names)
-        ap50, ap = ap[:, 0], ap.mean(1)
-        mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
-        maps += map_
-        maps[ap_class.astype(int)] = ap
-        table = format_metrics_table(names, seen, nt, p, r, ap50, ap, ap_class)
-    else:
-        table = format_metrics_table(names, seen, nt, [], [], [], [], [])
-    print(table if verbose else table.splitlines()[0] + "\n" + table.splitlines()[1])
-    if plots and save_dir:
-        confusion.plot(save_dir, names)
-    return (float(mp), float(mr), float(map50), float(map_), *(loss.cpu() / len(dataloader)).tolist()), maps
+        evaluator.add_batch(imgs, targets.cpu().numpy(), [o.cpu().numpy() for o in out], paths, shapes)
+    metrics, maps = evaluator.summary(verbose)
+    return (*metrics, *(loss.cpu() / len(dataloader)).tolist()), maps
 
 
 def parse_opt(argv=None):
@@ -130,7 +78,4 @@ def main(opt):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_opt())
-    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the file; no traceback
-        sys.exit(f"val.py: error: {e}")
+    run_script(lambda: main(parse_opt()))

@@ -1,0 +1,73 @@
+"""Validation bookkeeping shared by both trees: match each image's detections to its labels, then summarise.
+
+A tree runs its model and NMS, hands the numpy results of each batch to Evaluator.add_batch, and calls
+summary() at the end, so P, R and mAP are computed by the same code whatever the framework."""
+import numpy as np
+
+from yolocore.boxes import scale_boxes, xywh2xyxy, xyxy2xywhn
+from yolocore.metrics import ConfusionMatrix, ap_per_class, match_predictions
+from yolocore.plots import plot_images
+from yolocore.results import format_metrics_table
+
+IOUV = np.linspace(0.5, 0.95, 10)  # IoU thresholds of mAP50-95
+PLOTTED_BATCHES = 3
+
+
+def detections_to_plot_targets(detections, h, w):
+    """Per-image (n, 6) [x1, y1, x2, y2, conf, cls] pixels -> (N, 7) [image, class, cx, cy, w, h, conf] normalised."""
+    rows = [np.concatenate((np.full((len(d), 1), i), d[:, 5:6], xyxy2xywhn(d[:, :4], w=w, h=h), d[:, 4:5]), 1)
+            for i, d in enumerate(detections)]
+    return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
+
+
+class Evaluator:
+    def __init__(self, names, plots=False, save_dir=None):
+        self.names, self.plots, self.save_dir = names, plots and save_dir is not None, save_dir
+        self.confusion = ConfusionMatrix(len(names))
+        self.stats, self.seen, self.batches = [], 0, 0
+
+    def add_batch(self, imgs, targets, detections, paths, shapes):
+        """imgs (B, 3, H, W) as fed to the model, targets (n, 6) [image, class, cx, cy, w, h] normalised,
+        detections per image (k, 6) [x1, y1, x2, y2, conf, cls] in the pixels of imgs, shapes from the dataset."""
+        h, w = imgs.shape[2:]
+        for si, det in enumerate(detections):
+            self.seen += 1
+            labels = targets[targets[:, 0] == si, 1:]
+            predn = det.copy()
+            shape0, ratio_pad = shapes[si]
+            scale_boxes((h, w), predn[:, :4], shape0, ratio_pad)
+            tbox = xywh2xyxy(labels[:, 1:5] * np.array([w, h, w, h]))
+            scale_boxes((h, w), tbox, shape0, ratio_pad)
+            labelsn = np.concatenate((labels[:, :1], tbox), 1)
+            correct = match_predictions(predn, labelsn, IOUV) if len(predn) else np.zeros((0, len(IOUV)), bool)
+            if self.plots:
+                self.confusion.process_batch(predn if len(predn) else None, labelsn)
+            self.stats.append((correct, predn[:, 4], predn[:, 5], labels[:, 0]))
+        if self.plots and self.batches < PLOTTED_BATCHES:
+            b = self.batches
+            plot_images(imgs, targets, paths, self.save_dir / f"val_batch{b}_labels.jpg", self.names)
+            plot_images(imgs, detections_to_plot_targets(detections, h, w), paths,
+                        self.save_dir / f"val_batch{b}_pred.jpg", self.names)
+        self.batches += 1
+
+    def summary(self, verbose=False):
+        """Prints the metrics table; returns ((P, R, mAP50, mAP50-95), per-class mAP50-95 (nc,))."""
+        nc = len(self.names)
+        tp, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*self.stats))
+        nt = np.bincount(target_cls.astype(int), minlength=nc)
+        mp = mr = map50 = map_ = 0.0
+        maps = np.zeros(nc)
+        if len(tp) and tp.any():
+            _, _, p, r, _, ap, ap_class = ap_per_class(tp, conf, pred_cls, target_cls, plot=self.plots,
+                                                        save_dir=self.save_dir or ".", names=self.names)
+            ap50, ap = ap[:, 0], ap.mean(1)
+            mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
+            maps += map_
+            maps[ap_class.astype(int)] = ap
+            table = format_metrics_table(self.names, self.seen, nt, p, r, ap50, ap, ap_class)
+        else:
+            table = format_metrics_table(self.names, self.seen, nt, [], [], [], [], [])
+        print(table if verbose else "\n".join(table.splitlines()[:2]))
+        if self.plots:
+            self.confusion.plot(self.save_dir, self.names)
+        return (float(mp), float(mr), float(map50), float(map_)), maps

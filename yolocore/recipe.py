@@ -1,0 +1,49 @@
+"""The YOLOv5 training recipe's arithmetic, shared by both trees: schedules, warmup, loss gains, log rows."""
+import math
+
+import numpy as np
+
+NBS = 64  # nominal batch size: gradients accumulate up to it, weight decay scales with it
+LOSS_KEYS = ("box_loss", "obj_loss", "cls_loss")
+FGD_KEYS = ("fgd_loss", "fgd_fg", "fgd_bg", "fgd_mask", "fgd_relation")
+METRIC_KEYS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95")
+
+
+def lr_lambda(epochs, lrf, cos_lr=False):
+    """Learning-rate factor of an epoch: linear (YOLOv5's default) or cosine, from 1 down to lrf."""
+    if cos_lr:
+        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def warmup_iterations(hyp, batches_per_epoch):
+    return max(round(hyp["warmup_epochs"] * batches_per_epoch), 100)
+
+
+def warmup(ni, nw, hyp, lr_target, batch_size, groups=3):
+    """Accumulation steps and per-group (lr, momentum) at warmup iteration ni of nw. Group 0 holds the biases,
+    whose lr falls from warmup_bias_lr; the others rise from 0."""
+    xi = [0, nw]
+    accumulate = max(1, round(float(np.interp(ni, xi, [1, NBS / batch_size]))))
+    momentum = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+    lrs = [float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 0 else 0.0, lr_target])) for j in range(groups)]
+    return accumulate, [(lr, momentum) for lr in lrs]
+
+
+def loss_gains(hyp, nl, nc, imgsz):
+    """YOLOv5's scaling of the loss gains to the number of levels, classes and the image size."""
+    return dict(hyp, box=hyp["box"] * 3 / nl, cls=hyp["cls"] * nc / 80 * 3 / nl,
+                obj=hyp["obj"] * (imgsz / 640) ** 2 * 3 / nl)
+
+
+def results_row(epoch, losses, metrics, lrs):
+    """One results.csv row: train losses (detection, then FGD terms when present), P/R/mAP, val losses, lrs."""
+    return {"epoch": epoch, **{f"train/{k}": v for k, v in zip(LOSS_KEYS + FGD_KEYS, losses)},
+            **dict(zip(METRIC_KEYS, metrics[:4])), **{f"val/{k}": v for k, v in zip(LOSS_KEYS, metrics[4:])},
+            **{f"x/lr{j}": lr for j, lr in enumerate(lrs)}}
+
+
+def scaled_weight_decay(hyp, batch_size):
+    """Weight decay scaled to the batch actually accumulated, as YOLOv5 does."""
+    accumulate = max(round(NBS / batch_size), 1)
+    return hyp["weight_decay"] * batch_size * accumulate / NBS
