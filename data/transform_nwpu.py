@@ -20,15 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import cv2
 import numpy as np
 import yaml
+
+from yolocore.dataset import IMG_FORMATS
 
 CLASS_NAMES = ["airplane", "ship", "storage tank", "baseball diamond", "tennis court", "basketball court",
                "ground track field", "harbor", "bridge", "vehicle"]
 POSITIVE_DIR, NEGATIVE_DIR, GROUND_TRUTH_DIR = "positive image set", "negative image set", "ground truth"
 NEGATIVE_PREFIX = "neg_"  # both image sets number their files from 001
-IMG_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 CLIP_TOLERANCE_PX = 2  # annotators' off-by-one corners are clipped; anything further out is an error
 MARKER = ".transform_nwpu.json"
 TOOL = "transform_nwpu"
@@ -119,7 +123,7 @@ def list_images(folder):
     """{stem: path}; two images sharing a stem are both rejected since neither can be told apart."""
     by_stem, problems = {}, []
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMG_SUFFIXES:
+        if p.is_file() and p.suffix.lower().lstrip(".") in IMG_FORMATS:
             if p.stem in by_stem:
                 problems.append(Problem(p, 0, "ambiguous image", f"same name as {by_stem[p.stem].name}; both unused"))
             by_stem.setdefault(p.stem, p)
