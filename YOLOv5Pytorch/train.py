@@ -160,6 +160,8 @@ def train_one_epoch(ctx, epoch):
     nb = len(loader)
     nw = warmup_iterations(hyp, nb)
     lf = ctx["lf"]
+    for group in optimizer.param_groups:
+        group["lr"] = hyp["lr0"] * lf(epoch)
     mloss = torch.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0), device=device)
     print(("\n" + "%11s" * 6) % ("Epoch", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
     bar = tqdm(enumerate(loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
@@ -198,10 +200,10 @@ def train_one_epoch(ctx, epoch):
     return mloss.cpu().tolist()
 
 
-def make_checkpoint(ctx, epoch, best_fitness, best_epoch):
+def make_checkpoint(ctx, epoch):
     opt = ctx["opt"]
     return {
-        "framework": "pytorch", "epoch": epoch, "best_fitness": best_fitness, "best_epoch": best_epoch,
+        "framework": "pytorch", "epoch": epoch, "best_fitness": ctx["best_fitness"], "best_epoch": ctx["best_epoch"],
         "model": deepcopy(ctx["model"].state_dict()), "ema": deepcopy(ctx["ema"].ema.state_dict()),
         "updates": ctx["ema"].updates, "optimizer": ctx["optimizer"].state_dict(),
         "fgd": ctx["fgd"].state_dict() if ctx["fgd"] is not None else None,
@@ -233,7 +235,9 @@ def restore(ctx, ckpt):
     return ckpt["epoch"] + 1, ckpt["best_fitness"], ckpt["best_epoch"]
 
 
-def train(opt):
+def setup(opt):
+    """Everything a run needs, as one context dict: folders, data, model, teacher and FGD, optimizer, EMA, and
+    the state of a resumed run. Both trees build the same context, so a test can step them in lockstep."""
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_options(opt)
@@ -246,8 +250,7 @@ def train(opt):
     data = prepare_data(opt)
     names = data["names"]
     init_seeds(opt.seed, opt.deterministic)
-    weights_dir = save_dir / "weights"
-    weights_dir.mkdir(parents=True, exist_ok=True)
+    (save_dir / "weights").mkdir(parents=True, exist_ok=True)
     save_yaml(save_dir / "hyp.yaml", hyp)
     save_yaml(save_dir / "opt.yaml", vars(opt))
 
@@ -264,46 +267,60 @@ def train(opt):
             autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)
 
     trained = [model] + ([fgd] if fgd is not None else [])
-    optimizer = build_optimizer(trained, hyp, scaled_weight_decay(hyp, opt.batch_size))
     ctx = dict(opt=opt, hyp=hyp, device=device, model=model, teacher=teacher, fgd=fgd, names=names,
-               optimizer=optimizer, params=[p for m in trained for p in m.parameters()],
+               optimizer=build_optimizer(trained, hyp, scaled_weight_decay(hyp, opt.batch_size)),
+               params=[p for m in trained for p in m.parameters()],
                lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), ema=ModelEMA(model), scaler=grad_scaler(device),
                accumulate=max(round(NBS / opt.batch_size), 1), save_dir=save_dir,
                compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, data["nc"], opt.imgsz)),
-               train_loader=train_loader, start_epoch=0, last_opt_step=-1)
-    best_fitness, best_epoch, csv_path = 0.0, -1, save_dir / "results.csv"
+               train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=0.0, best_epoch=-1)
     if ckpt:
-        ctx["start_epoch"], best_fitness, best_epoch = restore(ctx, ckpt)
-        truncate_results(csv_path, ckpt["epoch"])
+        ctx["start_epoch"], ctx["best_fitness"], ctx["best_epoch"] = restore(ctx, ckpt)
+        truncate_results(save_dir / "results.csv", ckpt["epoch"])
         print(f"Resuming {opt.resume} from epoch {ctx['start_epoch'] + 1}/{opt.epochs}")
     ctx["last_opt_step"] = ctx["start_epoch"] * len(train_loader) - 1
+    return ctx
 
+
+def end_epoch(ctx, epoch, losses):
+    """Validate (unless --noval), log the epoch, save last.pt and best.pt; True when patience runs out."""
+    opt, weights_dir = ctx["opt"], ctx["save_dir"] / "weights"
+    measured = not opt.noval or epoch + 1 == opt.epochs
+    if measured:
+        metrics, _ = validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"],
+                                  compute_loss=ctx["compute_loss"])
+    else:
+        metrics = (float("nan"),) * 7  # a gap in results.png, not a fake zero
+    fit = float(fitness(np.array(metrics[:4])[None])[0])
+    lrs = [g["lr"] for g in ctx["optimizer"].param_groups]
+    append_results(ctx["save_dir"] / "results.csv", results_row(epoch, losses, metrics, lrs))
+    # Without validation the newest weights are the best guess, and patience has nothing to count.
+    if not measured or fit > ctx["best_fitness"] or ctx["best_epoch"] < 0:
+        ctx["best_fitness"] = max(fit, ctx["best_fitness"]) if measured else ctx["best_fitness"]
+        ctx["best_epoch"] = epoch
+        save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / "best.pt")
+    save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / "last.pt")
+    if epoch - ctx["best_epoch"] >= opt.patience:
+        print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {ctx['best_epoch'] + 1})")
+        return True
+    return False
+
+
+def train(opt):
+    ctx = setup(opt)
+    opt, save_dir = ctx["opt"], ctx["save_dir"]
     print(f"Training {opt.mode} for {opt.epochs} epochs, results in {save_dir}")
     for epoch in range(ctx["start_epoch"], opt.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = hyp["lr0"] * ctx["lf"](epoch)
         losses = train_one_epoch(ctx, epoch)
-        measured = not opt.noval or epoch + 1 == opt.epochs
-        if measured:
-            metrics, _ = validate.run(ctx["ema"].ema, val_loader, names, device, compute_loss=ctx["compute_loss"])
-        else:
-            metrics = (float("nan"),) * 7  # a gap in results.png, not a fake zero
-        fit = float(fitness(np.array(metrics[:4])[None])[0])
-        append_results(csv_path, results_row(epoch, losses, metrics, [g["lr"] for g in optimizer.param_groups]))
-        # Without validation the newest weights are the best guess, and patience has nothing to count.
-        if not measured or fit > best_fitness or best_epoch < 0:
-            best_fitness, best_epoch = max(fit, best_fitness) if measured else best_fitness, epoch
-            save_checkpoint(make_checkpoint(ctx, epoch, best_fitness, best_epoch), weights_dir / "best.pt")
-        save_checkpoint(make_checkpoint(ctx, epoch, best_fitness, best_epoch), weights_dir / "last.pt")
-        if epoch - best_epoch >= opt.patience:
-            print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {best_epoch + 1})")
+        if end_epoch(ctx, epoch, losses):
             break
 
-    plot_results(csv_path)
-    print(f"\nValidating {weights_dir / 'best.pt'} (epoch {best_epoch + 1}):")
-    best = load_checkpoint(weights_dir / "best.pt")
-    ctx["ema"].ema.load_state_dict(best["ema"])
-    validate.run(ctx["ema"].ema, val_loader, names, device, save_dir=save_dir, plots=True, verbose=True)
+    plot_results(save_dir / "results.csv")
+    best_path = save_dir / "weights" / "best.pt"
+    print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")
+    ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
+    validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,
+                 verbose=True)
     print(f"Results saved to {save_dir}")
     return save_dir
 
