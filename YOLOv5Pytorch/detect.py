@@ -27,7 +27,7 @@ from YOLOv5Pytorch.utils.general import non_max_suppression
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt)")
+    parser.add_argument("--weights", required=True, help="checkpoint (.pt or .pkl: either tree's)")
     parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf-thres", type=float, default=0.25)
@@ -42,14 +42,14 @@ def parse_opt(argv=None):
     return parser.parse_args(argv)
 
 
-@torch.no_grad()
 def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max_det=1000):
     """Detections (n, 6) [x1, y1, x2, y2, conf, cls] in the pixels of the BGR image im0."""
     stride = int(model.stride.max())
     im, _, _ = letterbox(im0, imgsz, auto=False, stride=stride)
     im = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None]
-    pred = model(images_to_tensor(im, device))[0]
-    det = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det)[0].cpu().numpy()
+    with torch.no_grad():
+        pred = model(images_to_tensor(im, device))[0]
+        det = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det)[0].cpu().numpy()
     scale_boxes(im.shape[2:], det[:, :4], im0.shape[:2])
     return det
 

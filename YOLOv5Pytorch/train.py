@@ -40,12 +40,22 @@ from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.models.yolo import Model
-from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, save_checkpoint
+from YOLOv5Pytorch.utils.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
 from YOLOv5Pytorch.utils.dataloader import create_dataloader, set_epoch
-from YOLOv5Pytorch.utils.framework import ModelEMA, autocast, grad_scaler, images_to_tensor, init_seeds, select_device
+from YOLOv5Pytorch.utils.framework import (
+    ModelEMA,
+    autocast,
+    grad_scaler,
+    images_to_tensor,
+    init_seeds,
+    load_optimizer_state,
+    optimizer_state,
+    select_device,
+)
 from YOLOv5Pytorch.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent
+FRAMEWORK = "pytorch"
 
 
 def parse_opt(argv=None):
@@ -65,7 +75,7 @@ def parse_opt(argv=None):
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
-    p.add_argument("--resume", nargs="?", const="last", default="", help="continue a run from its last.pt")
+    p.add_argument("--resume", nargs="?", const="last", default="", help=f"continue a run from its last{SUFFIX}")
     p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
@@ -79,9 +89,9 @@ def parse_opt(argv=None):
 
 
 def find_last_checkpoint(project):
-    runs = sorted(Path(project).glob("**/weights/last.pt"), key=lambda f: f.stat().st_mtime)
+    runs = sorted(Path(project).glob(f"**/weights/last{SUFFIX}"), key=lambda f: f.stat().st_mtime)
     if not runs:
-        raise FileNotFoundError(f"--resume: no last.pt found under {project}; pass the checkpoint path")
+        raise FileNotFoundError(f"--resume: no last{SUFFIX} found under {project}; pass the checkpoint path")
     return runs[-1]
 
 
@@ -98,7 +108,7 @@ def build_model(opt, data, device):
         weights = ckpt.get("ema") or ckpt["model"]
         state = model.state_dict()
         # Transfer whatever fits (a checkpoint with other classes keeps its backbone and neck).
-        fitting = {k: v for k, v in weights.items() if k in state and v.shape == state[k].shape}
+        fitting = {k: v for k, v in weights.items() if k in state and tuple(v.shape) == tuple(state[k].shape)}
         model.load_state_dict(fitting, strict=False)
         print(f"Transferred {len(fitting)}/{len(state)} items from {opt.weights}")
     else:
@@ -184,7 +194,7 @@ def train_one_epoch(ctx, epoch):
                 loss, items = ctx["compute_loss"](preds, targets)
                 kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
                 loss = loss + hyp["kd_weight"] * kd_loss
-                items = torch.cat((items, hyp["kd_weight"] * torch.cat((kd_loss.detach()[None], kd_terms))))
+                items = torch.cat((items, hyp["kd_weight"] * torch.cat((kd_loss.detach().reshape(1), kd_terms))))
         ctx["scaler"].scale(loss).backward()
         # The last batch always steps: no gradient crosses an epoch boundary, so --resume continues exactly.
         if ni - ctx["last_opt_step"] >= ctx["accumulate"] or i == nb - 1:
@@ -203,9 +213,9 @@ def train_one_epoch(ctx, epoch):
 def make_checkpoint(ctx, epoch):
     opt = ctx["opt"]
     return {
-        "framework": "pytorch", "epoch": epoch, "best_fitness": ctx["best_fitness"], "best_epoch": ctx["best_epoch"],
+        "framework": FRAMEWORK, "epoch": epoch, "best_fitness": ctx["best_fitness"], "best_epoch": ctx["best_epoch"],
         "model": deepcopy(ctx["model"].state_dict()), "ema": deepcopy(ctx["ema"].ema.state_dict()),
-        "updates": ctx["ema"].updates, "optimizer": ctx["optimizer"].state_dict(),
+        "updates": ctx["ema"].updates, "optimizer": optimizer_state(ctx["optimizer"]),
         "fgd": ctx["fgd"].state_dict() if ctx["fgd"] is not None else None,
         "kd_layers": list(opt.kd_layers) if opt.mode == "KD" else None,
         "yaml": ctx["model"].yaml, "nc": len(ctx["names"]), "names": list(ctx["names"]),
@@ -217,6 +227,9 @@ def make_checkpoint(ctx, epoch):
 def resume_options(opt):
     path = find_last_checkpoint(opt.project) if opt.resume == "last" else Path(opt.resume)
     ckpt = load_checkpoint(path)
+    if ckpt["framework"] != FRAMEWORK or "opt" not in ckpt:
+        raise ValueError(f"--resume {path}: not a {FRAMEWORK} training checkpoint; resume it with the tree that wrote "
+                         "it, or start a new run from its weights with --weights")
     resumed = argparse.Namespace(**ckpt["opt"])
     resumed.resume, resumed.weights, resumed.exist_ok = str(path), "", True
     resumed.device, resumed.workers = opt.device or resumed.device, opt.workers
@@ -227,7 +240,7 @@ def restore(ctx, ckpt):
     ctx["model"].load_state_dict(ckpt["model"])
     ctx["ema"].ema.load_state_dict(ckpt["ema"])
     ctx["ema"].updates = ckpt["updates"]
-    ctx["optimizer"].load_state_dict(ckpt["optimizer"])
+    load_optimizer_state(ctx["optimizer"], ckpt["optimizer"])
     if ctx["fgd"] is not None:
         ctx["fgd"].load_state_dict(ckpt["fgd"])
     if ckpt["epoch"] + 1 >= ctx["opt"].epochs:
@@ -283,7 +296,7 @@ def setup(opt):
 
 
 def end_epoch(ctx, epoch, losses):
-    """Validate (unless --noval), log the epoch, save last.pt and best.pt; True when patience runs out."""
+    """Validate (unless --noval), log the epoch, save the last and best checkpoints; True when patience runs out."""
     opt, weights_dir = ctx["opt"], ctx["save_dir"] / "weights"
     measured = not opt.noval or epoch + 1 == opt.epochs
     if measured:
@@ -298,8 +311,8 @@ def end_epoch(ctx, epoch, losses):
     if not measured or fit > ctx["best_fitness"] or ctx["best_epoch"] < 0:
         ctx["best_fitness"] = max(fit, ctx["best_fitness"]) if measured else ctx["best_fitness"]
         ctx["best_epoch"] = epoch
-        save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / "best.pt")
-    save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / "last.pt")
+        save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"best{SUFFIX}")
+    save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"last{SUFFIX}")
     if epoch - ctx["best_epoch"] >= opt.patience:
         print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {ctx['best_epoch'] + 1})")
         return True
@@ -316,7 +329,7 @@ def train(opt):
             break
 
     plot_results(save_dir / "results.csv")
-    best_path = save_dir / "weights" / "best.pt"
+    best_path = save_dir / "weights" / f"best{SUFFIX}"
     print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")
     ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
     validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,

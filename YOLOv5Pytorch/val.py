@@ -9,6 +9,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -21,30 +22,29 @@ from YOLOv5Pytorch.utils.framework import autocast, images_to_tensor, select_dev
 from YOLOv5Pytorch.utils.general import non_max_suppression
 
 
-@torch.no_grad()
 def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,
         save_dir=None, plots=False, verbose=False):
     """Returns ((P, R, mAP50, mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,))."""
     model.eval()
     evaluator = Evaluator(names, plots, save_dir)
-    loss = torch.zeros(3, device=device)
+    loss = np.zeros(3)
     for imgs, targets, paths, shapes in tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}",
                                              leave=False):
         im = images_to_tensor(imgs, device)
         targets = targets.to(device)
-        with autocast(device):
+        with torch.no_grad(), autocast(device):
             preds, train_out = model(im)
-        if compute_loss:
-            loss += compute_loss(train_out, targets)[1]
-        out = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, max_det=max_det)
+            if compute_loss:
+                loss += compute_loss(train_out, targets)[1].cpu().numpy()
+            out = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, max_det=max_det)
         evaluator.add_batch(imgs, targets.cpu().numpy(), [o.cpu().numpy() for o in out], paths, shapes)
     metrics, maps = evaluator.summary(verbose)
-    return (*metrics, *(loss.cpu() / len(dataloader)).tolist()), maps
+    return (*metrics, *(loss / len(dataloader)).tolist()), maps
 
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt) to evaluate")
+    parser.add_argument("--weights", required=True, help="checkpoint to evaluate (.pt or .pkl: either tree's)")
     parser.add_argument("--data", required=True, help="dataset yaml")
     parser.add_argument("--task", default="val", choices=("train", "val"), help="which split to evaluate")
     parser.add_argument("--imgsz", type=int, default=640)

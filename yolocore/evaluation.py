@@ -2,6 +2,10 @@
 
 A tree runs its model and NMS, hands the numpy results of each batch to Evaluator.add_batch, and calls
 summary() at the end, so P, R and mAP are computed by the same code whatever the framework."""
+import csv
+import os
+from pathlib import Path
+
 import numpy as np
 
 from yolocore.boxes import scale_boxes, xywh2xyxy, xyxy2xywhn
@@ -11,6 +15,7 @@ from yolocore.results import format_metrics_table
 
 IOUV = np.linspace(0.5, 0.95, 10)  # IoU thresholds of mAP50-95
 PLOTTED_BATCHES = 3
+PER_CLASS_FIELDS = ("class", "images", "instances", "P", "R", "AP50", "AP50-95")
 
 
 def detections_to_plot_targets(detections, h, w):
@@ -18,6 +23,24 @@ def detections_to_plot_targets(detections, h, w):
     rows = [np.concatenate((np.full((len(d), 1), i), d[:, 5:6], xyxy2xywhn(d[:, :4], w=w, h=h), d[:, 4:5]), 1)
             for i, d in enumerate(detections)]
     return np.concatenate(rows, 0) if rows else np.zeros((0, 7))
+
+
+def write_per_class_csv(path, names, images, instances, p, r, ap50, ap, ap_class):
+    """per_class.csv: one row per class of the dataset, in class order. images and instances (nc,) count the
+    images holding the class and its boxes; p, r, ap50, ap are in ap_class order. A class with no instances in
+    the split has empty P, R and AP cells (undefined, not zero); a present class that ap_class lacks scored 0."""
+    metrics = {int(c): (p[i], r[i], ap50[i], ap[i]) for i, c in enumerate(np.asarray(ap_class).astype(int))}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(PER_CLASS_FIELDS)
+        for c, name in enumerate(names):
+            values = metrics.get(c, (0.0,) * 4) if instances[c] else (None,) * 4
+            writer.writerow([name, int(images[c]), int(instances[c]),
+                             *("" if v is None else f"{float(v):.6g}" for v in values)])
+    os.replace(tmp, path)  # a reader never sees half a table
+    return path
 
 
 class Evaluator:
@@ -51,12 +74,14 @@ class Evaluator:
         self.batches += 1
 
     def summary(self, verbose=False):
-        """Prints the metrics table; returns ((P, R, mAP50, mAP50-95), per-class mAP50-95 (nc,))."""
+        """Prints the metrics table; returns ((P, R, mAP50, mAP50-95), per-class mAP50-95 (nc,)). With plots, also
+        writes the curves, the confusion matrix and per_class.csv (P, R, AP50, AP50-95 of every class) to save_dir."""
         nc = len(self.names)
         tp, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*self.stats))
         nt = np.bincount(target_cls.astype(int), minlength=nc)
         mp = mr = map50 = map_ = 0.0
         maps = np.zeros(nc)
+        p = r = ap50 = ap = ap_class = np.zeros(0)
         if len(tp) and tp.any():
             _, _, p, r, _, ap, ap_class = ap_per_class(tp, conf, pred_cls, target_cls, plot=self.plots,
                                                         save_dir=self.save_dir or ".", names=self.names)
@@ -64,10 +89,13 @@ class Evaluator:
             mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
             maps += map_
             maps[ap_class.astype(int)] = ap
-            table = format_metrics_table(self.names, self.seen, nt, p, r, ap50, ap, ap_class)
-        else:
-            table = format_metrics_table(self.names, self.seen, nt, [], [], [], [], [])
+        table = format_metrics_table(self.names, self.seen, nt, p, r, ap50, ap, ap_class)
         print(table if verbose else "\n".join(table.splitlines()[:2]))
         if self.plots:
             self.confusion.plot(self.save_dir, self.names)
+            images = np.zeros(nc, int)
+            for *_, labels in self.stats:
+                images[np.unique(labels.astype(int))] += 1
+            write_per_class_csv(Path(self.save_dir) / "per_class.csv", self.names, images, nt, p, r, ap50, ap,
+                                ap_class)
         return (float(mp), float(mr), float(map50), float(map_)), maps

@@ -1,4 +1,5 @@
 """The Jittor side of what cannot mirror between frameworks: devices, seeding, EMA, tensors <-> numpy."""
+import contextlib
 import math
 from copy import deepcopy
 
@@ -28,6 +29,11 @@ def init_seeds(seed=0, deterministic=False):
     jt.set_global_seed(seed)
 
 
+def autocast(device):
+    """Jittor trains in float32 here: mixed precision is a PyTorch-tree feature (CUDA)."""
+    return contextlib.nullcontext()
+
+
 def images_to_tensor(imgs, device):
     """uint8 (B, 3, H, W) numpy -> float Var in [0, 1]; device is global in Jittor (see select_device)."""
     return jt.array(imgs).float() / 255
@@ -44,6 +50,20 @@ def state_dict_to_numpy(state_dict):
 def state_dict_from_numpy(arrays):
     # PyTorch checkpoints carry BatchNorm's num_batches_tracked, which Jittor's BatchNorm does not keep.
     return {k: jt.array(np.ascontiguousarray(v)) for k, v in arrays.items() if not k.endswith("num_batches_tracked")}
+
+
+def optimizer_state(optimizer):
+    """SGD's hyperparameters and momentum buffers per group, as numpy (Jittor's own state_dict holds Vars)."""
+    keys = ("lr", "momentum", "weight_decay", "nesterov")
+    return {"param_groups": [{k: g[k] for k in keys if k in g} for g in optimizer.param_groups],
+            "momentum_buffers": [[to_numpy(v) for v in g["values"]] for g in optimizer.param_groups]}
+
+
+def load_optimizer_state(optimizer, state):
+    for group, saved, buffers in zip(optimizer.param_groups, state["param_groups"], state["momentum_buffers"]):
+        group.update(saved)
+        for value, buffer in zip(group["values"], buffers):
+            value.update(jt.array(buffer))
 
 
 class ModelEMA:

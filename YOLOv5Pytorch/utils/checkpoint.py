@@ -1,12 +1,16 @@
-"""Checkpoints as plain state dicts plus config: no pickled modules, loadable with torch.load(weights_only=True)."""
+"""Checkpoints as plain state dicts plus config: no pickled modules. This tree writes .pt (torch.save, loadable
+with weights_only=True) and reads both its own .pt and the Jittor tree's .pkl."""
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 
+from yolocore.checkpoint_io import map_arrays, read_checkpoint, state_dict_mismatch
 from YOLOv5Pytorch.models.yolo import Model
 
 REQUIRED_KEYS = ("model", "yaml", "nc", "names")
+SUFFIX = ".pt"
 
 
 def save_checkpoint(ckpt, path):
@@ -21,27 +25,39 @@ def save_checkpoint(ckpt, path):
 
 
 def load_checkpoint(path):
+    """A checkpoint of either tree, with torch tensors; 'framework' says which tree wrote it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
+    if zipfile.is_zipfile(path):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
+    else:
+        ckpt = map_arrays(read_checkpoint(path), lambda a: torch.from_numpy(a.copy()))
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    ckpt.setdefault("framework", "pytorch")
     ckpt["path"] = str(path)
     return ckpt
+
+
+def load_weights(module, weights, source):
+    """load_state_dict that accepts the other tree's keys (Jittor keeps no BatchNorm counter) and names the
+    checkpoint when the weights do not fit."""
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    problem = state_dict_mismatch(expected, {k: v.shape for k, v in weights.items()})
+    if problem:
+        raise ValueError(f"{source}: weights do not fit the model: {problem}")
+    module.load_state_dict(weights, strict=False)
 
 
 def model_from_checkpoint(ckpt, device=None, use_ema=True):
     """The network of a checkpoint (its EMA weights when it has them), in eval mode, with class names."""
     model = Model(ckpt["yaml"], nc=ckpt["nc"])
     weights = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise ValueError(f"{ckpt.get('path', 'checkpoint')}: weights do not fit its model yaml: {e}") from e
+    load_weights(model, weights, ckpt.get("path", "checkpoint"))
     model.names = list(ckpt["names"])
     return model.to(device or "cpu").eval()

@@ -58,6 +58,14 @@ def state_dict_from_numpy(arrays):
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
+def optimizer_state(optimizer):
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(optimizer, state):
+    optimizer.load_state_dict(state)
+
+
 class ModelEMA:
     """Exponential moving average of every float parameter and buffer; the ramp tau keeps early updates fast."""
 

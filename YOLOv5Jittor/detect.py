@@ -1,0 +1,93 @@
+"""Run a checkpoint on images; write them with drawn boxes and, with --save-txt, YOLO-format predictions.
+
+    python YOLOv5Jittor/detect.py --weights runs/train/exp/weights/best.pkl --source IMG_OR_DIR --imgsz 512
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# isort: off
+import YOLOv5Jittor  # noqa: F401  (jittor's CPU build flags, which must be set before jittor loads)
+import jittor as jt
+# isort: on
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from yolocore.augment import letterbox
+from yolocore.boxes import scale_boxes, xyxy2xywhn
+from yolocore.cli import run_script
+from yolocore.config import increment_path
+from yolocore.dataset import list_image_files
+from yolocore.plots import draw_detections
+from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
+from YOLOv5Jittor.utils.general import non_max_suppression
+
+
+def parse_opt(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint (.pt or .pkl: either tree's)")
+    parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--conf-thres", type=float, default=0.25)
+    parser.add_argument("--iou-thres", type=float, default=0.45)
+    parser.add_argument("--max-det", type=int, default=1000)
+    parser.add_argument("--device", default="")
+    parser.add_argument("--save-txt", action="store_true", help="also write labels/NAME.txt: class cx cy w h")
+    parser.add_argument("--save-conf", action="store_true", help="with --save-txt, add the confidence column")
+    parser.add_argument("--project", default="runs/detect")
+    parser.add_argument("--name", default="exp")
+    parser.add_argument("--exist-ok", action="store_true")
+    return parser.parse_args(argv)
+
+
+def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max_det=1000):
+    """Detections (n, 6) [x1, y1, x2, y2, conf, cls] in the pixels of the BGR image im0."""
+    stride = int(model.stride.max())
+    im, _, _ = letterbox(im0, imgsz, auto=False, stride=stride)
+    im = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None]
+    with jt.no_grad():
+        pred = model(images_to_tensor(im, device))[0]
+        det = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det)[0].numpy()
+    scale_boxes(im.shape[2:], det[:, :4], im0.shape[:2])
+    return det
+
+
+def main(opt):
+    device = select_device(opt.device)
+    model = model_from_checkpoint(load_checkpoint(opt.weights), device)
+    if not Path(opt.source).exists():
+        raise FileNotFoundError(f"--source {opt.source}: no such file or folder")
+    files, messages = list_image_files([opt.source])
+    for m in messages:
+        print(f"WARNING {m}")
+    if not files:
+        raise FileNotFoundError(f"--source {opt.source}: no images found")
+    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+    (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    found = 0
+    for f in tqdm(files, desc="detect"):
+        im0 = cv2.imread(f)
+        if im0 is None:
+            print(f"WARNING {f}: cannot read this image, skipped")
+            continue
+        det = detect_image(model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det)
+        found += len(det)
+        cv2.imwrite(str(save_dir / Path(f).name), draw_detections(im0.copy(), det[:, :4], det[:, 5].astype(int),
+                                                                  det[:, 4], model.names))
+        if opt.save_txt:
+            xywhn = xyxy2xywhn(det[:, :4], w=im0.shape[1], h=im0.shape[0])
+            with open(save_dir / "labels" / f"{Path(f).stem}.txt", "w") as out:
+                for (cx, cy, w, h), conf, c in zip(xywhn, det[:, 4], det[:, 5]):
+                    out.write(f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" + (f" {conf:.5f}" if opt.save_conf else "")
+                              + "\n")
+    print(f"{found} detections in {len(files)} images, saved to {save_dir}")
+    return save_dir
+
+
+if __name__ == "__main__":
+    run_script(lambda: main(parse_opt()))

@@ -1,0 +1,345 @@
+"""Train a YOLOv5 teacher or student (--mode train), or distil a teacher into a student with FGD (--mode KD).
+
+    python YOLOv5Jittor/train.py --cfg yolov5n.yaml --imgsz 256 --epochs 30          # built-in synthetic data
+    python YOLOv5Jittor/train.py --cfg yolov5s.yaml --data data/NWPU.yaml --imgsz 512 --epochs 150 --batch-size 32
+    python YOLOv5Jittor/train.py --mode KD --cfg yolov5n.yaml --teacher runs/train/exp/weights/best.pkl --data ...
+    python YOLOv5Jittor/train.py --resume runs/train/exp2/weights/last.pkl
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# isort: off
+import YOLOv5Jittor  # noqa: F401  (jittor's CPU build flags, which must be set before jittor loads)
+import jittor as jt
+# isort: on
+import numpy as np
+from tqdm import tqdm
+
+from yolocore.anchors import check_anchors, label_wh
+from yolocore.cli import run_script
+from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
+from yolocore.metrics import fitness
+from yolocore.plots import plot_images, plot_labels, plot_results
+from yolocore.recipe import (
+    FGD_KEYS,
+    LOSS_KEYS,
+    NBS,
+    loss_gains,
+    lr_lambda,
+    results_row,
+    scaled_weight_decay,
+    warmup,
+    warmup_iterations,
+)
+from yolocore.results import append_results, truncate_results
+from yolocore.synthetic import make_synthetic_dataset
+from YOLOv5Jittor import val as validate
+from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
+from YOLOv5Jittor.models.common import BatchNorm2d
+from YOLOv5Jittor.models.yolo import Model
+from YOLOv5Jittor.utils.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from YOLOv5Jittor.utils.dataloader import create_dataloader, set_epoch
+from YOLOv5Jittor.utils.framework import (
+    ModelEMA,
+    autocast,
+    images_to_tensor,
+    init_seeds,
+    load_optimizer_state,
+    optimizer_state,
+    select_device,
+    state_dict_to_numpy,
+)
+from YOLOv5Jittor.utils.loss import ComputeLoss
+
+TREE = Path(__file__).resolve().parent
+FRAMEWORK = "jittor"
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", default="train", choices=("train", "KD"), help="plain training or FGD distillation")
+    p.add_argument("--cfg", default="yolov5s.yaml", help="model yaml (a name from yolocore/models or a path)")
+    p.add_argument("--weights", default="", help="initial weights: a checkpoint of this project, or empty")
+    p.add_argument("--teacher", default="", help="--mode KD: teacher checkpoint")
+    p.add_argument("--kd-layers", type=int, nargs="+", default=[17, 20, 23], help="layers to distil")
+    p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
+    p.add_argument("--hyp", default=str(TREE / "hyp.scratch-low.yaml"), help="hyperparameter yaml")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--imgsz", type=int, default=640, help="train and val image size (pixels)")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--workers", type=int, default=8, help="data-loading processes")
+    p.add_argument("--project", default="runs/train")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
+    p.add_argument("--resume", nargs="?", const="last", default="", help=f"continue a run from its last{SUFFIX}")
+    p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
+    p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
+    p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
+    p.add_argument("--noautoanchor", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true", help="kept for the PyTorch tree's flags; no effect")
+    opt = p.parse_args(argv)
+    if opt.mode == "KD" and not opt.teacher and not opt.resume:
+        p.error("--mode KD needs --teacher CKPT")
+    return opt
+
+
+def find_last_checkpoint(project):
+    runs = sorted(Path(project).glob(f"**/weights/last{SUFFIX}"), key=lambda f: f.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"--resume: no last{SUFFIX} found under {project}; pass the checkpoint path")
+    return runs[-1]
+
+
+def prepare_data(opt):
+    if not opt.data:
+        opt.data = str(make_synthetic_dataset(ROOT / "datasets" / "synthetic"))
+    return load_data_yaml(opt.data)
+
+
+def build_model(opt, data, device):
+    if opt.weights:
+        ckpt = load_checkpoint(opt.weights)
+        model = Model(ckpt["yaml"], nc=data["nc"])
+        weights = ckpt.get("ema") or ckpt["model"]
+        state = model.state_dict()
+        # Transfer whatever fits (a checkpoint with other classes keeps its backbone and neck).
+        fitting = {k: v for k, v in weights.items() if k in state and tuple(v.shape) == tuple(state[k].shape)}
+        model.load_state_dict(fitting, strict=False)
+        print(f"Transferred {len(fitting)}/{len(state)} items from {opt.weights}")
+    else:
+        model = Model(opt.cfg, nc=data["nc"])
+    model.names = data["names"]
+    return model
+
+
+def build_optimizer(modules, hyp, weight_decay):
+    """SGD with three groups: biases (group 0, warmed up from warmup_bias_lr), weights with decay,
+    and normalisation weights without decay."""
+    biases, decayed, norm_weights = [], [], []
+    norm_types = (BatchNorm2d, jt.nn.LayerNorm)
+    for module in modules:
+        for m in module.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if p.is_stop_grad():  # Jittor lists buffers (BatchNorm statistics, anchors) among parameters
+                    continue
+                if name == "bias":
+                    biases.append(p)
+                elif name == "weight" and isinstance(m, norm_types):
+                    norm_weights.append(p)
+                else:
+                    decayed.append(p)
+    optimizer = jt.optim.SGD(biases, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+    optimizer.add_param_group({"params": decayed, "weight_decay": weight_decay})
+    optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
+    for group in optimizer.param_groups:  # Jittor groups read missing values from the optimizer: make them explicit
+        group.update(lr=hyp["lr0"], momentum=hyp["momentum"], weight_decay=group.get("weight_decay", 0.0))
+    return optimizer
+
+
+def autoanchor(model, dataset, hyp, imgsz, seed):
+    det = model.model[-1]
+    anchors = (det.anchors * det.stride.view(-1, 1, 1)).view(-1, 2).numpy()
+    wh = label_wh(dataset.shapes, dataset.labels, imgsz, np.random.default_rng(seed))
+    bpr, new = check_anchors(wh, anchors, hyp["anchor_t"], np.random.default_rng(seed))
+    if new is None:
+        print(f"AutoAnchor: best possible recall {bpr:.3f} with the current anchors")
+        return
+    new = jt.array(new).float().view(det.anchors.shape)
+    det.anchors.update(new / det.stride.view(-1, 1, 1))
+    print(f"AutoAnchor: new anchors with best possible recall {bpr:.3f}")
+
+
+def optimizer_step(ctx):
+    ctx["optimizer"].clip_grad_norm(10.0, 2)
+    ctx["optimizer"].step()
+    ctx["ema"].update(ctx["model"])
+
+
+def train_one_epoch(ctx, epoch):
+    """One pass over the training data; returns the mean losses (detection, then FGD terms in KD mode)."""
+    model, optimizer, opt, hyp = ctx["model"], ctx["optimizer"], ctx["opt"], ctx["hyp"]
+    loader, device, fgd = ctx["train_loader"], ctx["device"], ctx["fgd"]
+    model.train()
+    if fgd is not None:
+        fgd.train()
+    set_epoch(loader, epoch)
+    nb = len(loader)
+    nw = warmup_iterations(hyp, nb)
+    lf = ctx["lf"]
+    for group in optimizer.param_groups:
+        group["lr"] = hyp["lr0"] * lf(epoch)
+    mloss = np.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0))
+    print(("\n" + "%11s" * 6) % ("Epoch", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+    bar = tqdm(enumerate(loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
+    for i, (imgs, targets, paths, _) in bar:
+        ni = i + nb * epoch
+        if ni <= nw:
+            ctx["accumulate"], values = warmup(ni, nw, hyp, hyp["lr0"] * lf(epoch), opt.batch_size)
+            for group, (lr, momentum) in zip(optimizer.param_groups, values):
+                group["lr"], group["momentum"] = lr, momentum
+        im = images_to_tensor(imgs, device)
+        targets = jt.array(targets)
+        with autocast(device):
+            if fgd is None:
+                preds = model(im)
+                loss, items = ctx["compute_loss"](preds, targets)
+            else:
+                preds, s_feats = model(im, feature_layers=opt.kd_layers)
+                with jt.no_grad():
+                    t_feats = ctx["teacher"](im, feature_layers=opt.kd_layers)[1]
+                loss, items = ctx["compute_loss"](preds, targets)
+                kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
+                loss = loss + hyp["kd_weight"] * kd_loss
+                items = jt.concat((items, hyp["kd_weight"] * jt.concat((kd_loss.detach().reshape(1), kd_terms))))
+        optimizer.backward(loss)
+        # The last batch always steps: no gradient crosses an epoch boundary, so --resume continues exactly.
+        if ni - ctx["last_opt_step"] >= ctx["accumulate"] or i == nb - 1:
+            optimizer_step(ctx)
+            ctx["last_opt_step"] = ni
+        mloss = (mloss * i + items.numpy()) / (i + 1)
+        if not np.isfinite(loss.item()):
+            raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}; lower lr0 or check the labels")
+        bar.set_description(("%11s" + "%11.4g" * 3 + "%11i" * 2)
+                            % (f"{epoch + 1}/{opt.epochs}", *mloss[:3].tolist(), targets.shape[0], im.shape[-1]))
+        if epoch == ctx["start_epoch"] and i < 3:
+            plot_images(imgs, targets.numpy(), paths, ctx["save_dir"] / f"train_batch{i}.jpg", ctx["names"])
+    return mloss.tolist()
+
+
+def make_checkpoint(ctx, epoch):
+    opt = ctx["opt"]
+    return {
+        "framework": FRAMEWORK, "epoch": epoch, "best_fitness": ctx["best_fitness"], "best_epoch": ctx["best_epoch"],
+        "model": state_dict_to_numpy(ctx["model"].state_dict()),
+        "ema": state_dict_to_numpy(ctx["ema"].ema.state_dict()),
+        "updates": ctx["ema"].updates, "optimizer": optimizer_state(ctx["optimizer"]),
+        "fgd": state_dict_to_numpy(ctx["fgd"].state_dict()) if ctx["fgd"] is not None else None,
+        "kd_layers": list(opt.kd_layers) if opt.mode == "KD" else None,
+        "yaml": ctx["model"].yaml, "nc": len(ctx["names"]), "names": list(ctx["names"]),
+        "hyp": ctx["hyp"], "opt": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def resume_options(opt):
+    path = find_last_checkpoint(opt.project) if opt.resume == "last" else Path(opt.resume)
+    ckpt = load_checkpoint(path)
+    if ckpt["framework"] != FRAMEWORK or "opt" not in ckpt:
+        raise ValueError(f"--resume {path}: not a {FRAMEWORK} training checkpoint; resume it with the tree that wrote "
+                         "it, or start a new run from its weights with --weights")
+    resumed = argparse.Namespace(**ckpt["opt"])
+    resumed.resume, resumed.weights, resumed.exist_ok = str(path), "", True
+    resumed.device, resumed.workers = opt.device or resumed.device, opt.workers
+    return resumed, ckpt
+
+
+def restore(ctx, ckpt):
+    ctx["model"].load_state_dict(ckpt["model"])
+    ctx["ema"].ema.load_state_dict(ckpt["ema"])
+    ctx["ema"].updates = ckpt["updates"]
+    load_optimizer_state(ctx["optimizer"], ckpt["optimizer"])
+    if ctx["fgd"] is not None:
+        ctx["fgd"].load_state_dict(ckpt["fgd"])
+    if ckpt["epoch"] + 1 >= ctx["opt"].epochs:
+        raise ValueError(f"{ctx['opt'].resume}: this run already finished its {ctx['opt'].epochs} epochs")
+    return ckpt["epoch"] + 1, ckpt["best_fitness"], ckpt["best_epoch"]
+
+
+def setup(opt):
+    """Everything a run needs, as one context dict: folders, data, model, teacher and FGD, optimizer, EMA, and
+    the state of a resumed run. Both trees build the same context, so a test can step them in lockstep."""
+    ckpt = None
+    if opt.resume:
+        opt, ckpt = resume_options(opt)
+        save_dir = Path(opt.save_dir)
+    else:
+        save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+        opt.save_dir = str(save_dir)
+    hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp)
+    device = select_device(opt.device)
+    data = prepare_data(opt)
+    names = data["names"]
+    init_seeds(opt.seed, opt.deterministic)
+    (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+    save_yaml(save_dir / "hyp.yaml", hyp)
+    save_yaml(save_dir / "opt.yaml", vars(opt))
+
+    model = build_model(opt, data, device)
+    teacher = load_teacher(opt.teacher, names, device) if opt.mode == "KD" else None
+    fgd = build_fgd(model, teacher, opt.kd_layers, hyp, opt.imgsz, device) if teacher is not None else None
+    train_loader, dataset = create_dataloader(data["train"], opt.imgsz, opt.batch_size, data["nc"], hyp, augment=True,
+                                              shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ")
+    val_loader, _ = create_dataloader(data["val"], opt.imgsz, opt.batch_size * 2, data["nc"], seed=opt.seed,
+                                      workers=opt.workers, prefix="val: ")
+    if not ckpt:
+        plot_labels(np.concatenate(dataset.labels, 0), names, save_dir)
+        if not opt.noautoanchor:
+            autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)
+
+    trained = [model] + ([fgd] if fgd is not None else [])
+    ctx = dict(opt=opt, hyp=hyp, device=device, model=model, teacher=teacher, fgd=fgd, names=names,
+               optimizer=build_optimizer(trained, hyp, scaled_weight_decay(hyp, opt.batch_size)),
+               lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), ema=ModelEMA(model),
+               accumulate=max(round(NBS / opt.batch_size), 1), save_dir=save_dir,
+               compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, data["nc"], opt.imgsz)),
+               train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=0.0, best_epoch=-1)
+    if ckpt:
+        ctx["start_epoch"], ctx["best_fitness"], ctx["best_epoch"] = restore(ctx, ckpt)
+        truncate_results(save_dir / "results.csv", ckpt["epoch"])
+        print(f"Resuming {opt.resume} from epoch {ctx['start_epoch'] + 1}/{opt.epochs}")
+    ctx["last_opt_step"] = ctx["start_epoch"] * len(train_loader) - 1
+    return ctx
+
+
+def end_epoch(ctx, epoch, losses):
+    """Validate (unless --noval), log the epoch, save the last and best checkpoints; True when patience runs out."""
+    opt, weights_dir = ctx["opt"], ctx["save_dir"] / "weights"
+    measured = not opt.noval or epoch + 1 == opt.epochs
+    if measured:
+        metrics, _ = validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"],
+                                  compute_loss=ctx["compute_loss"])
+    else:
+        metrics = (float("nan"),) * 7  # a gap in results.png, not a fake zero
+    fit = float(fitness(np.array(metrics[:4])[None])[0])
+    lrs = [g["lr"] for g in ctx["optimizer"].param_groups]
+    append_results(ctx["save_dir"] / "results.csv", results_row(epoch, losses, metrics, lrs))
+    # Without validation the newest weights are the best guess, and patience has nothing to count.
+    if not measured or fit > ctx["best_fitness"] or ctx["best_epoch"] < 0:
+        ctx["best_fitness"] = max(fit, ctx["best_fitness"]) if measured else ctx["best_fitness"]
+        ctx["best_epoch"] = epoch
+        save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"best{SUFFIX}")
+    save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"last{SUFFIX}")
+    if epoch - ctx["best_epoch"] >= opt.patience:
+        print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {ctx['best_epoch'] + 1})")
+        return True
+    return False
+
+
+def train(opt):
+    ctx = setup(opt)
+    opt, save_dir = ctx["opt"], ctx["save_dir"]
+    print(f"Training {opt.mode} for {opt.epochs} epochs, results in {save_dir}")
+    for epoch in range(ctx["start_epoch"], opt.epochs):
+        losses = train_one_epoch(ctx, epoch)
+        if end_epoch(ctx, epoch, losses):
+            break
+
+    plot_results(save_dir / "results.csv")
+    best_path = save_dir / "weights" / f"best{SUFFIX}"
+    print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")
+    ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
+    validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,
+                 verbose=True)
+    print(f"Results saved to {save_dir}")
+    return save_dir
+
+
+if __name__ == "__main__":
+    run_script(lambda: train(parse_opt()))

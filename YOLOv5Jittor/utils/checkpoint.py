@@ -1,0 +1,48 @@
+"""Checkpoints as plain state dicts plus config: no pickled modules. This tree writes .pkl (a pickle of numpy
+arrays and plain containers) and reads both its own .pkl and the PyTorch tree's .pt."""
+from pathlib import Path
+
+from yolocore.checkpoint_io import read_checkpoint, state_dict_mismatch, write_pickle_checkpoint
+from YOLOv5Jittor.models.yolo import Model
+
+REQUIRED_KEYS = ("model", "yaml", "nc", "names")
+SUFFIX = ".pkl"
+
+
+def save_checkpoint(ckpt, path):
+    """Written to a temporary file and renamed, so a crash mid-write never leaves a broken last.pkl/best.pkl."""
+    write_pickle_checkpoint(ckpt, path)
+
+
+def load_checkpoint(path):
+    """A checkpoint of either tree, with numpy arrays (Jittor loads them as they are); 'framework' says which tree
+    wrote it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ckpt = read_checkpoint(path)
+    missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    ckpt.setdefault("framework", "pytorch")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_weights(module, weights, source):
+    """load_state_dict that checks keys and shapes first (Jittor's only logs a mismatch) and ignores PyTorch's
+    BatchNorm counters, which Jittor does not keep."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    problem = state_dict_mismatch(expected, {k: v.shape for k, v in weights.items()})
+    if problem:
+        raise ValueError(f"{source}: weights do not fit the model: {problem}")
+    module.load_state_dict({k: v for k, v in weights.items() if k in expected})
+
+
+def model_from_checkpoint(ckpt, device=None, use_ema=True):
+    """The network of a checkpoint (its EMA weights when it has them), in eval mode, with class names."""
+    model = Model(ckpt["yaml"], nc=ckpt["nc"])
+    weights = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    load_weights(model, weights, ckpt.get("path", "checkpoint"))
+    model.names = list(ckpt["names"])
+    return model.eval()

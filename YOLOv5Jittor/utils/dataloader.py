@@ -1,0 +1,71 @@
+"""Batches of the shared YoloDataset for Jittor: the order and augmentation come from yolocore, seeded.
+
+Jittor's own Dataset turns every batch into Vars inside its workers and counts len() in batches; this loader
+keeps the PyTorch tree's contract instead (numpy images and targets, len() in batches of the sampler's order),
+so both trees see exactly the same batches."""
+import multiprocessing
+import os
+
+from yolocore.dataset import YoloDataset, epoch_order
+
+
+class EpochSampler:
+    """yolocore.dataset.epoch_order as a sampler, so both frameworks see the same batches."""
+
+    def __init__(self, n, seed, shuffle):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def collate(batch):
+    return YoloDataset.collate_fn(batch)
+
+
+_worker_dataset = None  # the dataset a forked worker inherits; set just before the pool starts
+
+
+def _load_batch(indices):
+    return collate([_worker_dataset[i] for i in indices])
+
+
+class DataLoader:
+    """Worker processes (forked each epoch, so they see set_epoch) load the batches in order."""
+
+    def __init__(self, dataset, batch_size, sampler, num_workers):
+        self.dataset, self.batch_size, self.sampler, self.num_workers = dataset, batch_size, sampler, num_workers
+
+    def __len__(self):
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self):
+        global _worker_dataset
+        order = list(self.sampler)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.num_workers == 0:
+            yield from (collate([self.dataset[i] for i in b]) for b in batches)
+            return
+        _worker_dataset = self.dataset
+        with multiprocessing.get_context("fork").Pool(self.num_workers) as pool:
+            yield from pool.imap(_load_batch, batches)
+
+
+def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, shuffle=False, seed=0, workers=8,
+                      prefix=""):
+    dataset = YoloDataset(sources, imgsz=imgsz, augment=augment, hyp=hyp, nc=nc, seed=seed, prefix=prefix)
+    workers = min(os.cpu_count() or 1, batch_size, workers)
+    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)),
+                        sampler=EpochSampler(len(dataset), seed, shuffle), num_workers=workers)
+    return loader, dataset
+
+
+def set_epoch(loader, epoch):
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)

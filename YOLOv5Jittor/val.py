@@ -1,0 +1,84 @@
+"""Validate a checkpoint on a dataset: P, R, mAP50, mAP50-95 overall and per class.
+
+    python YOLOv5Jittor/val.py --weights runs/train/exp/weights/best.pkl --data data/NWPU.yaml --imgsz 512
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# isort: off
+import YOLOv5Jittor  # noqa: F401  (jittor's CPU build flags, which must be set before jittor loads)
+import jittor as jt
+# isort: on
+import numpy as np
+from tqdm import tqdm
+
+from yolocore.cli import run_script
+from yolocore.config import increment_path, load_data_yaml
+from yolocore.evaluation import Evaluator
+from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from YOLOv5Jittor.utils.dataloader import create_dataloader
+from YOLOv5Jittor.utils.framework import autocast, images_to_tensor, select_device
+from YOLOv5Jittor.utils.general import non_max_suppression
+
+
+def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,
+        save_dir=None, plots=False, verbose=False):
+    """Returns ((P, R, mAP50, mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,))."""
+    model.eval()
+    evaluator = Evaluator(names, plots, save_dir)
+    loss = np.zeros(3)
+    for imgs, targets, paths, shapes in tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}",
+                                             leave=False):
+        im = images_to_tensor(imgs, device)
+        targets = jt.array(targets)
+        with jt.no_grad(), autocast(device):
+            preds, train_out = model(im)
+            if compute_loss:
+                loss += compute_loss(train_out, targets)[1].numpy()
+            out = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, max_det=max_det)
+        evaluator.add_batch(imgs, targets.numpy(), [o.numpy() for o in out], paths, shapes)
+    metrics, maps = evaluator.summary(verbose)
+    return (*metrics, *(loss / len(dataloader)).tolist()), maps
+
+
+def parse_opt(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint to evaluate (.pt or .pkl: either tree's)")
+    parser.add_argument("--data", required=True, help="dataset yaml")
+    parser.add_argument("--task", default="val", choices=("train", "val"), help="which split to evaluate")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--conf-thres", type=float, default=0.001)
+    parser.add_argument("--iou-thres", type=float, default=0.6)
+    parser.add_argument("--max-det", type=int, default=300)
+    parser.add_argument("--device", default="")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--project", default="runs/val")
+    parser.add_argument("--name", default="exp")
+    parser.add_argument("--exist-ok", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(opt):
+    device = select_device(opt.device)
+    data = load_data_yaml(opt.data)
+    ckpt = load_checkpoint(opt.weights)
+    if ckpt["nc"] != data["nc"] or list(ckpt["names"]) != data["names"]:
+        raise ValueError(f"{opt.weights} was trained on classes {ckpt['names']}, but {opt.data} has {data['names']}")
+    model = model_from_checkpoint(ckpt, device)
+    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    loader, _ = create_dataloader(data[opt.task], opt.imgsz, opt.batch_size, data["nc"], workers=opt.workers,
+                                  prefix=f"{opt.task}: ")
+    results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,
+                     save_dir=save_dir, plots=True, verbose=True)
+    print(f"Results saved to {save_dir}")
+    return results
+
+
+if __name__ == "__main__":
+    run_script(lambda: main(parse_opt()))

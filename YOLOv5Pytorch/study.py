@@ -1,0 +1,26 @@
+"""The whole NWPU VHR-10 study in one command: teacher, student and FGD student, then study.md and the plots.
+
+    python YOLOv5Pytorch/study.py --data data/NWPU.yaml --device 0          # imgsz 512, batch 32, 150 epochs
+    python YOLOv5Pytorch/study.py --data data/NWPU.yaml --reduced --workers 2   # the CPU protocol
+"""
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolocore import study
+from yolocore.cli import run_script
+from YOLOv5Pytorch import train, val
+from YOLOv5Pytorch.utils.checkpoint import SUFFIX
+from YOLOv5Pytorch.utils.framework import select_device
+
+TREE = study.Tree("YOLOv5Pytorch", train.parse_opt, train.train, val.parse_opt, val.main, select_device, SUFFIX)
+
+
+def main(argv=None):
+    return study.main(TREE, study.parse_opt(argv))
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,148 @@
+"""per_class.csv from the evaluator, the study report built from run folders, and the study's run planning
+(no framework: run folders are written by hand)."""
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from yolocore import study
+from yolocore.config import load_model_cfg, save_yaml
+from yolocore.evaluation import Evaluator, write_per_class_csv
+from yolocore.recipe import results_row
+from yolocore.report import load_run, write_report
+from yolocore.results import append_results
+
+NAMES = ["a", "b", "c"]
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_evaluator_writes_per_class_csv_and_keeps_its_return_values(tmp_path):
+    # Two 64x64 images, no letterbox. Image 0: one 'a', one 'b'; image 1: two 'a'. Every 'a' is found, 'b' is
+    # missed, 'c' never occurs.
+    imgs = np.zeros((2, 3, 64, 64), np.uint8)
+    targets = np.array([[0, 0, 0.25, 0.25, 0.2, 0.2], [0, 1, 0.75, 0.75, 0.2, 0.2],
+                        [1, 0, 0.25, 0.75, 0.2, 0.2], [1, 0, 0.75, 0.25, 0.2, 0.2]], np.float32)
+    a_boxes = [[[9.6, 9.6, 22.4, 22.4]], [[9.6, 41.6, 22.4, 54.4], [41.6, 9.6, 54.4, 22.4]]]
+    detections = [np.array([[*b, 0.9, 0] for b in boxes]) for boxes in a_boxes]
+    shapes = [((64, 64), ((1.0, 1.0), (0.0, 0.0)))] * 2
+    evaluator = Evaluator(NAMES, plots=True, save_dir=tmp_path)
+    evaluator.add_batch(imgs, targets, detections, ["0.jpg", "1.jpg"], shapes)
+    (p, r, map50, map_), maps = evaluator.summary()
+    assert map50 == pytest.approx(0.995 / 2) and map_ == pytest.approx(0.995 / 2)  # mean over 'a' and 'b'
+    assert maps.shape == (3,)
+
+    rows = read_rows(tmp_path / "per_class.csv")
+    assert [row["class"] for row in rows] == NAMES
+    a, b, c = rows
+    assert (a["images"], a["instances"], b["images"], b["instances"], c["instances"]) == ("2", "3", "1", "1", "0")
+    assert float(a["AP50"]) == pytest.approx(0.995) and float(a["R"]) == pytest.approx(1.0)
+    assert float(b["AP50"]) == 0 and float(b["AP50-95"]) == 0
+    assert c["P"] == c["R"] == c["AP50"] == c["AP50-95"] == ""  # undefined, not zero
+
+
+def test_evaluator_without_plots_writes_nothing(tmp_path):
+    evaluator = Evaluator(NAMES, plots=False, save_dir=tmp_path)
+    evaluator.add_batch(np.zeros((1, 3, 64, 64)), np.zeros((0, 6)), [np.zeros((0, 6))], ["0.jpg"],
+                        [((64, 64), ((1.0, 1.0), (0.0, 0.0)))])
+    evaluator.summary()
+    assert not (tmp_path / "per_class.csv").exists()
+
+
+def fake_run(folder, map50s, per_class_ap50=None, mode="train", epochs=None):
+    """A run folder as train.py leaves it: results.csv (mAP50-95 = half the mAP50), opt.yaml, and
+    per_class.csv when per_class_ap50 is given."""
+    folder.mkdir(parents=True)
+    for epoch, m in enumerate(map50s):
+        append_results(folder / "results.csv", results_row(epoch, [0.1, 0.05, 0.02], [0.5, 0.4, m, m / 2, 0, 0, 0],
+                                                          [0.01] * 3))
+    save_yaml(folder / "opt.yaml", dict(cfg="yolov5n.yaml", mode=mode, epochs=epochs or len(map50s), imgsz=64,
+                                        batch_size=8, seed=0))
+    if per_class_ap50 is not None:
+        ap50 = np.array(per_class_ap50, float)
+        write_per_class_csv(folder / "per_class.csv", NAMES, [5, 4, 0], [9, 6, 0], ap50 * 0 + 0.5, ap50 * 0 + 0.4,
+                            ap50, ap50 / 2, [0, 1])
+    return folder
+
+
+def test_report_table_gain_and_plots(tmp_path):
+    fake_run(tmp_path / "teacher", [0.2, 0.6, 0.5], [0.8, 0.6])
+    fake_run(tmp_path / "student", [0.1, 0.3], [0.4, 0.2])
+    fake_run(tmp_path / "student_fgd", [0.1, 0.4], [0.5, 0.3], mode="KD")
+    (tmp_path / "study.json").write_text(json.dumps({"protocol": "Tiny protocol.", "runs": {"student": {
+        "command": "python YOLOv5Pytorch/train.py --name student", "device": "CPU, 2 cores",
+        "segments": [{"epochs": 1, "seconds": 30}, {"epochs": 1, "seconds": 50}]}}}))
+    md = write_report(tmp_path, tmp_path / "out").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    teacher, student, fgd = rows[1:4]
+    assert "| 3/3 | 2 |" in teacher and "**70.0**" in teacher  # best.pt's AP50s: mean of 0.8 and 0.6
+    assert "**30.0**" in student and "40 s" in student and "CPU, 2 cores" in student
+    assert "| KD |" in fgd and "**40.0**" in fgd
+    assert "+10.0 mAP50, +5.0 mAP50-95" in md and "higher on 2 of 2 classes" in md
+    assert "| a | 5 | 9 | 80.0 | 40.0 | 50.0 |" in md and "| c | 0 | 0 | n/a | n/a | n/a |" in md
+    assert "Tiny protocol." in md and "python YOLOv5Pytorch/train.py --name student" in md
+    for png in ("map50_curves.png", "class_ap50.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 0
+
+
+def test_a_run_without_per_class_csv_reports_the_best_fitness_epoch(tmp_path):
+    run = load_run(fake_run(tmp_path / "teacher", [0.2, 0.6, 0.5]))
+    assert run["best_epoch"] == 2 and run["mAP50"] == pytest.approx(0.6) and run["per_class"] is None
+
+
+def test_report_without_runs_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.csv"):
+        write_report(tmp_path)
+
+
+def test_run_state(tmp_path):
+    run = tmp_path / "run"
+    assert study.run_state(run, 3, ".pt") == "new"
+    fake_run(run, [0.1, 0.2])
+    (run / "weights").mkdir()
+    (run / "weights" / "last.pt").touch()
+    assert study.run_state(run, 3, ".pt") == "resume"
+    assert study.run_state(run, 2, ".pt") == "validate"
+    assert study.run_state(run, 3, ".pkl") == "new"
+    (run / "per_class.csv").touch()
+    assert study.run_state(run, 3, ".pt") == "done"
+
+
+def test_presets_and_run_plan(tmp_path):
+    opt = study.parse_opt(["--reduced", "--imgsz", "256", "--project", str(tmp_path)])
+    assert (opt.imgsz, opt.batch_size, opt.teacher_cfg, opt.student_width) == (256, 16, "yolov5n.yaml", 0.125)
+    full = study.parse_opt([])
+    assert (full.imgsz, full.batch_size, full.epochs, full.teacher_cfg, full.student_width) == (
+        512, 32, 150, "yolov5s.yaml", None)
+    (teacher, t_argv), (student, s_argv), (fgd, f_argv) = study.run_plan(opt, ".pkl")
+    assert (teacher, student, fgd) == ("teacher", "student", "student_fgd")
+    assert t_argv[t_argv.index("--cfg") + 1] == "yolov5n.yaml"
+    student_cfg = s_argv[s_argv.index("--cfg") + 1]
+    assert load_model_cfg(student_cfg)["width_multiple"] == 0.125 and f_argv[f_argv.index("--cfg") + 1] == student_cfg
+    assert f_argv[:2] == ["--mode", "KD"] and f_argv[f_argv.index("--teacher") + 1].endswith("teacher/weights/best.pkl")
+    assert t_argv[t_argv.index("--imgsz") + 1] == "256" and "--exist-ok" in t_argv
+
+
+def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path):
+    def parse_opt(argv):  # the options of train.py that the check reads
+        p = argparse.ArgumentParser()
+        p.add_argument("--cfg")
+        p.add_argument("--mode")
+        for k in ("--epochs", "--imgsz", "--batch-size", "--seed"):
+            p.add_argument(k, type=int)
+        return p.parse_args(argv)
+
+    run = fake_run(tmp_path / "run", [0.1, 0.2])  # opt.yaml: yolov5n.yaml, train, 2 epochs, imgsz 64, batch 8
+    copy = tmp_path / "copy-of-yolov5n.yaml"
+    save_yaml(copy, load_model_cfg("yolov5n.yaml"))
+    argv = ["--mode", "train", "--epochs", "2", "--batch-size", "8", "--seed", "0"]
+    study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", str(copy)], parse_opt)
+    with pytest.raises(ValueError, match="cfg yolov5n.yaml"):
+        study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5s.yaml"], parse_opt)
+    with pytest.raises(ValueError, match="imgsz 64 \\(wanted 32\\)"):
+        study.check_protocol(run, [*argv, "--imgsz", "32", "--cfg", "yolov5n.yaml"], parse_opt)

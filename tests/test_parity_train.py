@@ -1,0 +1,148 @@
+"""Lockstep training: both trees' train.py build a run from the same options, start from the same weights and
+step through the same batches (warmup, gradient accumulation, clipping, EMA), in train and in KD mode. Their
+losses, weights and EMA weights must stay together; a drift means a recipe difference, not noise.
+
+The runs use a tenth of the recipe's learning rates. At full rates the first warmup steps of these tiny models
+amplify float32 rounding: PyTorch against itself, with its weights perturbed by 1e-7, drifts by as much as
+Jittor does (KD losses 0.4% apart after 3 epochs, some weights' movement 70% apart). Every path of the recipe
+still runs at the smaller rates, where rounding stays rounding."""
+# isort: off
+import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
+import jittor as jt  # noqa: F401
+# isort: on
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from yolocore.recipe import warmup, warmup_iterations
+from yolocore.synthetic import make_synthetic_dataset
+from YOLOv5Jittor import train as jt_train
+from YOLOv5Pytorch import train as torch_train
+from YOLOv5Pytorch.models.yolo import Model as TorchModel
+from YOLOv5Pytorch.utils.checkpoint import save_checkpoint as torch_save_checkpoint
+from YOLOv5Pytorch.utils.framework import state_dict_to_numpy as torch_state_dict_to_numpy
+
+EPOCHS = 5  # 2 batches each: 10 iterations inside warmup, so the accumulation grows from 1 to 2
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return str(make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_train=16, n_val=8, imgsz=128, seed=3))
+
+
+@pytest.fixture(scope="module")
+def hyp(tmp_path_factory):
+    values = yaml.safe_load(open(torch_train.TREE / "hyp.scratch-low.yaml"))
+    values.update(lr0=values["lr0"] / 10, warmup_bias_lr=values["warmup_bias_lr"] / 10)
+    path = tmp_path_factory.mktemp("hyp") / "hyp.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A yolov5n teacher with random weights and non-trivial BatchNorm statistics, as a PyTorch .pt: the Jittor
+    tree reads the same file."""
+    torch.manual_seed(5)
+    model = TorchModel("yolov5n.yaml", nc=5)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    names = ["airplane", "ship", "storage-tank", "tennis-court", "small-vehicle"]
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    torch_save_checkpoint({"model": model.state_dict(), "yaml": model.yaml, "nc": 5, "names": names}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def narrow_cfg(tmp_path_factory):
+    """A student half as wide as the teacher, so FGD trains its align convs."""
+    cfg = yaml.safe_load(open(torch_train.ROOT / "yolocore" / "models" / "yolov5n.yaml"))
+    cfg["width_multiple"] = 0.125
+    path = tmp_path_factory.mktemp("cfg") / "yolov5p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def setup_both(tmp_path, data, hyp, *args):
+    argv = ["--data", data, "--hyp", hyp, "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--epochs", "30",
+            *args]
+    torch_ctx = torch_train.setup(torch_train.parse_opt([*argv, "--project", str(tmp_path / "torch")]))
+    jt_ctx = jt_train.setup(jt_train.parse_opt([*argv, "--project", str(tmp_path / "jittor")]))
+    weights = torch_state_dict_to_numpy(torch_ctx["model"].state_dict())
+    jt_ctx["model"].load_state_dict(weights)
+    jt_ctx["ema"].ema.load_state_dict(weights)
+    if torch_ctx["fgd"] is not None:
+        jt_ctx["fgd"].load_state_dict(torch_state_dict_to_numpy(torch_ctx["fgd"].state_dict()))
+    return torch_ctx, jt_ctx
+
+
+def copy_state(module):
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def assert_states_close(torch_module, jt_module, initial, what):
+    """Compared on how far training moved each tensor. Float32 noise: p - lr * g rounds at ~1e-7 of |p| per step
+    (all a BatchNorm weight near 1 moves in a few warmup steps), and near-cancelling gradient sums of a few head
+    convs differ by up to ~3% of their small movement after 8 steps. A recipe difference (a group's lr, momentum,
+    decay, clipping, EMA) shifts whole groups by 10% or more."""
+    actual = {k: v.numpy() for k, v in jt_module.state_dict().items()}
+    error, total = 0.0, 0.0
+    for k, v in torch_module.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        expected = v.detach().numpy()
+        moved = np.abs(expected - initial[k]).max()
+        # 1e-12: a GcBlock's softmax logit bias has an exactly zero gradient, so it moves by rounding alone
+        floor = 1e-6 * np.abs(expected).max() + 1e-12
+        assert np.abs(actual[k] - expected).max() <= 0.05 * moved + floor, f"{what} {k}"
+        error += float(((actual[k] - expected) ** 2).sum())
+        total += float(((expected - initial[k]) ** 2).sum())
+    relative = (error / total) ** 0.5 if total else float("inf")
+    assert relative < 1e-2, f"{what}: relative error of the movement {relative}"
+
+
+def test_the_run_exercises_warmup_accumulation_and_several_steps():
+    hyp = {"warmup_epochs": 3.0, "warmup_momentum": 0.8, "momentum": 0.937, "warmup_bias_lr": 0.1}
+    nw = warmup_iterations(hyp, 2)
+    accumulations = [warmup(ni, nw, hyp, 0.01, 8)[0] for ni in range(2 * EPOCHS)]
+    assert accumulations[0] == 1 and accumulations[-1] == 2
+
+
+@pytest.mark.parametrize("mode", ["train", "KD"])
+def test_lockstep_training_gives_the_same_losses_and_weights(tmp_path, data, hyp, teacher, narrow_cfg, mode):
+    args = ["--cfg", "yolov5n.yaml"] if mode == "train" else ["--mode", "KD", "--cfg", narrow_cfg, "--teacher", teacher]
+    torch_ctx, jt_ctx = setup_both(tmp_path, data, hyp, *args)
+    np.testing.assert_allclose(jt_ctx["model"].model[-1].anchors.numpy(),
+                               torch_ctx["model"].model[-1].anchors.numpy(), rtol=1e-6)
+    initial = copy_state(torch_ctx["model"])
+    initial_fgd = copy_state(torch_ctx["fgd"]) if mode == "KD" else None
+    torch_losses, jt_losses = [], []
+    for epoch in range(EPOCHS):
+        torch_losses.append(torch_train.train_one_epoch(torch_ctx, epoch))
+        jt_losses.append(jt_train.train_one_epoch(jt_ctx, epoch))
+    torch_losses, jt_losses = np.array(torch_losses), np.array(jt_losses)
+    assert torch_losses.shape == (EPOCHS, 3 if mode == "train" else 8)
+    np.testing.assert_allclose(jt_losses, torch_losses, rtol=2e-3, atol=1e-6)
+    assert jt_ctx["last_opt_step"] == torch_ctx["last_opt_step"] == 2 * EPOCHS - 1
+    assert jt_ctx["ema"].updates == torch_ctx["ema"].updates >= 6
+    assert_states_close(torch_ctx["model"], jt_ctx["model"], initial, "model")
+    assert_states_close(torch_ctx["ema"].ema, jt_ctx["ema"].ema, initial, "ema")
+    if mode == "KD":
+        assert_states_close(torch_ctx["fgd"], jt_ctx["fgd"], initial_fgd, "fgd")
+    assert not np.allclose(copy_state(torch_ctx["model"])["model.0.conv.weight"], initial["model.0.conv.weight"])
+
+
+def test_optimizer_groups_agree(tmp_path, data, hyp, teacher, narrow_cfg):
+    """Weight decay and per-group settings act too slowly to show in a few lockstep steps: compare them directly."""
+    torch_ctx, jt_ctx = setup_both(tmp_path, data, hyp, "--mode", "KD", "--cfg", narrow_cfg, "--teacher", teacher)
+    torch_groups, jt_groups = torch_ctx["optimizer"].param_groups, jt_ctx["optimizer"].param_groups
+    assert len(torch_groups) == len(jt_groups) == 3
+    for t, j in zip(torch_groups, jt_groups):
+        assert sorted(p.numel() for p in t["params"]) == sorted(int(p.numel()) for p in j["params"])
+        for key in ("lr", "momentum", "weight_decay", "nesterov"):
+            assert j[key] == pytest.approx(t[key]), key
+    assert [g["weight_decay"] > 0 for g in torch_groups] == [False, True, False]

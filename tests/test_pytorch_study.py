@@ -1,0 +1,72 @@
+"""The one-command study on tiny synthetic data: three runs (the teacher killed and resumed), the report and
+its plots, and a rerun that trains nothing (CPU, under a minute)."""
+import dataclasses
+import json
+
+import pytest
+
+from yolocore.synthetic import make_synthetic_dataset
+from YOLOv5Pytorch import study, train
+
+RUNS = ("teacher", "student", "student_fgd")
+
+
+def study_argv(data, project, *extra):
+    return ["--data", str(data), "--imgsz", "64", "--batch-size", "8", "--epochs", "2", "--teacher-cfg",
+            "yolov5n.yaml", "--student-cfg", "yolov5n.yaml", "--student-width", "0.125", "--device", "cpu",
+            "--workers", "0", "--project", str(project), *extra]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_train=8, n_val=4, imgsz=128, seed=1)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, data):
+    project = tmp_path_factory.mktemp("study")
+    real = train.train_one_epoch
+
+    def killed_in_second_epoch(ctx, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(ctx, epoch)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "train_one_epoch", killed_in_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            study.main(study_argv(data, project))
+    study.main(study_argv(data, project))  # resumes the teacher, then trains both students
+    return project
+
+
+def test_study_trains_three_runs_and_writes_the_report(project):
+    for name in RUNS:
+        for f in ("results.csv", "per_class.csv", "weights/best.pt"):
+            assert (project / name / f).is_file(), f"{name}/{f}"
+    md = (project / "study.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:4]] == ["| teacher", "| student", "| FGD student"]
+    assert "w 0.125" in rows[2] and "| KD |" in rows[3] and "CPU" in rows[1]
+    assert "FGD student minus plain student" in md and "| storage-tank |" in md
+    for png in ("map50_curves.png", "class_ap50.png"):
+        assert (project / png).stat().st_size > 0
+    runs = json.loads((project / "study.json").read_text())["runs"]
+    assert runs["student_fgd"]["command"].startswith("python YOLOv5Pytorch/train.py --mode KD")
+    assert [s["epochs"] for s in runs["teacher"]["segments"]] == [1, 1]  # killed in epoch 2, then resumed
+    assert [s["epochs"] for s in runs["student"]["segments"]] == [2]
+    assert (project / "teacher" / "results.csv").read_text().count("\n") == 3  # header and epochs 0, 1
+
+
+def test_rerun_trains_nothing_and_a_missing_final_validation_is_redone(data, project, monkeypatch):
+    def no_training(opt):
+        raise AssertionError(f"retrained {opt.name}")
+
+    monkeypatch.setattr(study, "TREE", dataclasses.replace(study.TREE, train=no_training))
+    (project / "student" / "per_class.csv").unlink()
+    study.main(study_argv(data, project))
+    assert (project / "student" / "per_class.csv").is_file()
+    log = (project / "study.json").read_text()
+    with pytest.raises(ValueError, match="epochs 2 \\(wanted 3\\)"):
+        study.main(study_argv(data, project, "--epochs", "3"))
+    assert (project / "study.json").read_text() == log  # refused before anything was written

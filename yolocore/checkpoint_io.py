@@ -1,0 +1,130 @@
+"""Checkpoint files without a framework: read PyTorch's .pt and read/write Jittor's .pkl as plain numpy.
+
+A checkpoint is a dict of numbers, strings, lists, dicts and arrays. The PyTorch tree writes it with torch.save
+(.pt, a zip), the Jittor tree as a pickle of numpy arrays (.pkl). Both trees read both: the readers here only
+rebuild arrays and plain containers, never arbitrary objects, so a checkpoint from elsewhere cannot run code.
+"""
+import collections
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+_TORCH_STORAGE_DTYPES = {
+    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
+    "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+class CheckpointFormatError(ValueError):
+    pass
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
+                                           strides=tuple(s * itemsize for s in stride))
+    return np.array(view)
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Unpickles torch.save's data.pkl into numpy: tensors become arrays, nothing else is allowed."""
+
+    def __init__(self, file, archive, prefix):
+        super().__init__(file)
+        self.archive, self.prefix, self.storages = archive, prefix, {}
+
+    def find_class(self, module, name):
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return _rebuild_tensor
+        if module == "torch" and name in _TORCH_STORAGE_DTYPES:
+            return _TORCH_STORAGE_DTYPES[name]
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        raise CheckpointFormatError(f"unsupported object {module}.{name} in a PyTorch checkpoint")
+
+    def persistent_load(self, pid):
+        _, dtype, key, _, numel = pid
+        if key not in self.storages:
+            raw = self.archive.read(f"{self.prefix}/data/{key}")
+            self.storages[key] = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=numel)
+        return self.storages[key]
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _NUMPY_GLOBALS or (module, name) == ("collections", "OrderedDict"):
+            return super().find_class(module, name)
+        raise CheckpointFormatError(f"unsupported object {module}.{name} in a checkpoint pickle")
+
+
+def read_torch_checkpoint(path):
+    """A torch.save zip of tensors and plain containers, as numpy arrays and plain containers."""
+    with zipfile.ZipFile(path) as archive:
+        pkl = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+        if pkl is None:
+            raise CheckpointFormatError(f"{path}: a zip without data.pkl is not a PyTorch checkpoint")
+        order = next((n for n in archive.namelist() if n.endswith("/byteorder")), None)
+        if order is not None and archive.read(order).strip() != b"little":
+            raise CheckpointFormatError(f"{path}: big-endian PyTorch checkpoints are not supported")
+        with archive.open(pkl) as f:
+            return _TorchUnpickler(f, archive, pkl.rsplit("/", 1)[0]).load()
+
+
+def read_pickle_checkpoint(path):
+    with open(path, "rb") as f:
+        return _NumpyUnpickler(f).load()
+
+
+def read_checkpoint(path):
+    """Either format, recognised by content (a .pt is a zip), as numpy arrays and plain containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return read_torch_checkpoint(path) if zipfile.is_zipfile(path) else read_pickle_checkpoint(path)
+    except CheckpointFormatError as e:
+        raise ValueError(f"{path}: not a checkpoint of this project ({e})") from e
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
+
+
+def write_pickle_checkpoint(ckpt, path):
+    """Write to a temporary file and rename, so a crash mid-write never leaves a broken last/best checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump(ckpt, f, protocol=4)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def map_arrays(obj, fn):
+    """obj with fn applied to every array inside its dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        return type(obj)((k, map_arrays(v, fn)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_arrays(v, fn) for v in obj)
+    return fn(obj) if isinstance(obj, np.ndarray) else obj
+
+
+def state_dict_mismatch(expected, given, optional=("num_batches_tracked",)):
+    """Why weights `given` ({name: shape}) do not fit a model expecting `expected` ({name: shape}); '' if they do.
+    Keys ending in one of `optional` may be missing (PyTorch's BatchNorm counter, which Jittor does not keep)."""
+    missing = [k for k in expected if k not in given and not k.endswith(optional)]
+    unexpected = [k for k in given if k not in expected and not k.endswith(optional)]
+    shapes = [f"{k} {tuple(given[k])} != {tuple(v)}" for k, v in expected.items()
+              if k in given and tuple(given[k]) != tuple(v)]
+    parts = [f"{what} {', '.join(keys[:5])}" + (" ..." if len(keys) > 5 else "")
+             for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if keys]
+    return "; ".join(parts)

@@ -1,0 +1,234 @@
+"""The results table and comparison plots of a teacher / student / FGD-student study, from its run folders.
+
+    python -m yolocore.report --project runs/study            # writes study.md and the plots into runs/study
+
+Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, and per_class.csv from the
+final validation of the best weights (P, R, AP50, AP50-95 per class). study.json, written by yolocore.study beside the
+runs, adds the exact commands, the wall time and the device; without it those columns say "n/a".
+"""
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from yolocore.cli import run_script
+from yolocore.config import load_model_cfg, load_yaml
+from yolocore.metrics import fitness
+
+RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student"}  # run folder -> label
+RUN_COLORS = ("dimgray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
+STUDY_JSON = "study.json"
+MAP50, MAP = "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"
+METRIC_COLUMNS = ("metrics/precision", "metrics/recall", MAP50, MAP)
+
+
+def read_csv_columns(path):
+    """A csv of numbers (the first column may be text) as {column: list of values}; empty cells are NaN."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path}: empty file, no header")
+    header = [s.strip() for s in rows[0]]
+    columns = {k: [] for k in header}
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{n}: {len(row)} values for {len(header)} columns")
+        for k, v in zip(header, row):
+            try:
+                columns[k].append(float(v) if v.strip() else math.nan)
+            except ValueError:
+                columns[k].append(v.strip())
+    return columns
+
+
+def load_run(run_dir):
+    """What the report needs from one run folder: options, per-epoch metrics, and the final metrics of the best weights
+    (from per_class.csv when there is one, else the results.csv row they were chosen from)."""
+    run_dir = Path(run_dir)
+    results = read_csv_columns(run_dir / "results.csv")
+    missing = [k for k in ("epoch", *METRIC_COLUMNS) if k not in results]
+    if missing:
+        raise ValueError(f"{run_dir / 'results.csv'}: lacks columns {', '.join(missing)}")
+    opt = load_yaml(run_dir / "opt.yaml")
+    metrics = np.array([results[k] for k in METRIC_COLUMNS], dtype=float).T  # (epochs, 4)
+    fit = fitness(np.nan_to_num(metrics, nan=-1.0))
+    best = int(np.argmax(fit))  # train.py keeps the first epoch of the highest fitness
+    run = dict(dir=run_dir, opt=opt, epochs_done=len(metrics), best_epoch=int(results["epoch"][best]) + 1,
+               epoch=np.array(results["epoch"], dtype=float) + 1, map50_curve=metrics[:, 2], per_class=None)
+    run["P"], run["R"], run["mAP50"], run["mAP50-95"] = metrics[best]
+    per_class_path = run_dir / "per_class.csv"
+    if per_class_path.is_file():
+        per_class = read_csv_columns(per_class_path)
+        present = np.array(per_class["instances"]) > 0
+        for k in ("P", "R", "AP50", "AP50-95"):
+            per_class[k] = np.array(per_class[k], dtype=float)
+        # The same means as the validation summary: over the classes present in the split.
+        run["P"], run["R"] = per_class["P"][present].mean(), per_class["R"][present].mean()
+        run["mAP50"], run["mAP50-95"] = per_class["AP50"][present].mean(), per_class["AP50-95"][present].mean()
+        run["per_class"] = per_class
+    return run
+
+
+def model_label(cfg):
+    """cfg file name plus its depth and width multiples, which say how big the model is."""
+    try:
+        m = load_model_cfg(cfg)
+        return f"{Path(cfg).name} (d {m['depth_multiple']}, w {m['width_multiple']})"
+    except (OSError, ValueError):
+        return Path(str(cfg)).name
+
+
+def epoch_seconds(record):
+    """Wall time per trained epoch over all of a run's segments (a resumed run has several), or None."""
+    segments = (record or {}).get("segments", [])
+    epochs = sum(s["epochs"] for s in segments)
+    return sum(s["seconds"] for s in segments) / epochs if epochs else None
+
+
+def pct(x):
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
+
+
+def format_seconds(s):
+    return "n/a" if s is None else f"{s:.0f} s" if s < 600 else f"{s / 60:.1f} min"
+
+
+def summary_table(runs, study):
+    lines = ["| run | model | mode | epochs | best epoch | P | R | mAP50 | mAP50-95 | time / epoch | device |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, run in runs.items():
+        opt, record = run["opt"], study.get("runs", {}).get(name, {})
+        lines.append(f"| {RUNS.get(name, name)} | {model_label(opt.get('cfg', '?'))} | {opt.get('mode', 'train')} | "
+                     f"{run['epochs_done']}/{opt.get('epochs', '?')} | {run['best_epoch']} | {pct(run['P'])} | "
+                     f"{pct(run['R'])} | **{pct(run['mAP50'])}** | {pct(run['mAP50-95'])} | "
+                     f"{format_seconds(epoch_seconds(record))} | {record.get('device', 'n/a')} |")
+    return "\n".join(lines)
+
+
+def per_class_table(runs):
+    with_classes = {name: run for name, run in runs.items() if run["per_class"] is not None}
+    if not with_classes:
+        return "No run has per_class.csv yet (it comes from the final validation of the best weights)."
+    first = next(iter(with_classes.values()))["per_class"]
+    labels = [RUNS.get(name, name) for name in with_classes]
+    lines = ["| class | val images | val boxes | " + " | ".join(labels) + " |",
+             "|---|---:|---:|" + "---:|" * len(labels)]
+    for c, cls in enumerate(first["class"]):
+        aps = " | ".join(pct(run["per_class"]["AP50"][c]) for run in with_classes.values())
+        lines.append(f"| {cls} | {int(first['images'][c])} | {int(first['instances'][c])} | {aps} |")
+    return "\n".join(lines)
+
+
+def fgd_gain(runs):
+    if "student" not in runs or "student_fgd" not in runs:
+        return ""
+    s, f = runs["student"], runs["student_fgd"]
+    d50, d = (round(100 * (f[k] - s[k]), 1) + 0.0 for k in ("mAP50", "mAP50-95"))  # + 0.0: no "-0.0"
+    line = f"FGD student minus plain student: {d50:+.1f} mAP50, {d:+.1f} mAP50-95 (points)."
+    if s["per_class"] is not None and f["per_class"] is not None:
+        diff = f["per_class"]["AP50"] - s["per_class"]["AP50"]
+        known = np.isfinite(diff)
+        line += f" AP50 is higher on {int((diff[known] > 0).sum())} of {int(known.sum())} classes."
+    return line
+
+
+def plot_map50_curves(runs, path):
+    fig = Figure(figsize=(8, 5), tight_layout=True)
+    ax = fig.subplots()
+    for i, (name, run) in enumerate(runs.items()):
+        measured = np.isfinite(run["map50_curve"])  # --noval leaves gaps
+        ax.plot(run["epoch"][measured], 100 * run["map50_curve"][measured], marker=".", linewidth=2,
+                color=RUN_COLORS[i % len(RUN_COLORS)], label=RUNS.get(name, name))
+    ax.set(xlabel="epoch", ylabel="mAP50 (%)", title="mAP50 on val, per epoch (EMA weights)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=150)
+    return path
+
+
+def plot_class_ap50(runs, path):
+    with_classes = {name: run for name, run in runs.items() if run["per_class"] is not None}
+    fig = Figure(figsize=(12, 5), tight_layout=True)
+    ax = fig.subplots()
+    if with_classes:
+        classes = [*next(iter(with_classes.values()))["per_class"]["class"], "all (mAP50)"]
+        width = 0.8 / len(with_classes)
+        x = np.arange(len(classes))
+        for i, (name, run) in enumerate(with_classes.items()):
+            ap50 = [*np.nan_to_num(run["per_class"]["AP50"]), run["mAP50"]]
+            ax.bar(x + (i - (len(with_classes) - 1) / 2) * width, 100 * np.array(ap50), width,
+                   color=RUN_COLORS[i % len(RUN_COLORS)], label=RUNS.get(name, name))
+        ax.set_xticks(x, classes, rotation=30, ha="right")
+        ax.legend()
+    ax.set(ylabel="AP50 (%)", ylim=(0, 100), title="AP50 per class on val (best weights)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=150)
+    return path
+
+
+def load_study(project):
+    path = Path(project) / STUDY_JSON
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid json: {e}") from e
+
+
+def write_report(project, out=None, names=tuple(RUNS)):
+    """study.md, map50_curves.png and class_ap50.png in out (default: project) from the runs that have a
+    results.csv; returns the path of study.md."""
+    project = Path(project)
+    out = Path(out) if out else project
+    runs = {name: load_run(project / name) for name in names if (project / name / "results.csv").is_file()}
+    if not runs:
+        raise FileNotFoundError(f"{project}: none of the runs {', '.join(names)} has a results.csv yet")
+    study = load_study(project)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_map50_curves(runs, out / "map50_curves.png")
+    plot_class_ap50(runs, out / "class_ap50.png")
+    lines = [f"# {study.get('title', 'Teacher, student and FGD student')}", ""]
+    if study.get("protocol"):
+        lines += [study["protocol"], ""]
+    lines += [summary_table(runs, study), "", fgd_gain(runs), "",
+              "mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
+              "validated epochs) on the val split; time / epoch is the run's wall time over its trained epochs, "
+              "set-up and validation included.", "",
+              "## AP50 per class (%)", "", per_class_table(runs), "",
+              "![mAP50 per epoch](map50_curves.png)", "", "![AP50 per class](class_ap50.png)", ""]
+    commands = [study["runs"][n]["command"] for n in runs if study.get("runs", {}).get(n, {}).get("command")]
+    if commands:
+        lines += ["## Commands", "", "```bash", *commands, "```", ""]
+    path = out / "study.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--project", required=True, help="folder holding the run folders (and study.json)")
+    p.add_argument("--out", default="", help="where to write study.md and the plots (default: --project)")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), help="run folder names, in table order")
+    return p.parse_args(argv)
+
+
+def main(opt):
+    path = write_report(opt.project, opt.out or None, opt.runs)
+    print(f"Report written to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    run_script(lambda: main(parse_opt()))

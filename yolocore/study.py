@@ -1,0 +1,225 @@
+"""The NWPU VHR-10 study in one command: train the teacher, the student and the FGD student with one protocol,
+then write the results table and comparison plots (yolocore.report).
+
+Framework-neutral: each tree's study.py hands in its train/val entry points as a Tree. A run whose folder
+already holds per_class.csv (the final validation of its best weights) is skipped, an interrupted one
+resumes from its last checkpoint, and one that trained every epoch but lacks per_class.csv (a run of an older
+tree) is validated again; --force retrains them all from scratch.
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from yolocore.config import ROOT, load_model_cfg, load_yaml, save_yaml
+from yolocore.report import STUDY_JSON, read_csv_columns, write_report
+
+FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
+            teacher_width=None, student_width=None)
+# What a 2-core CPU trains in about 1.5 h: a yolov5n teacher and a student at half its width, at imgsz 320.
+REDUCED = dict(imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_cfg="yolov5n.yaml",
+               teacher_width=None, student_width=0.125)
+CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed")  # a finished run must match these to be reused
+
+
+@dataclass
+class Tree:
+    """A framework tree's entry points: train.py's and val.py's parse_opt and main, its select_device, and the
+    suffix of its checkpoints."""
+    name: str
+    train_parse_opt: Callable
+    train: Callable
+    val_parse_opt: Callable
+    val: Callable
+    select_device: Callable
+    suffix: str
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT / "data" / "NWPU.yaml"), help="dataset yaml")
+    p.add_argument("--reduced", action="store_true",
+                   help="CPU preset: imgsz 320, batch 16, 35 epochs, teacher yolov5n, student yolov5n at width 0.125")
+    p.add_argument("--imgsz", type=int, help=f"default {FULL['imgsz']}")
+    p.add_argument("--batch-size", type=int, help=f"default {FULL['batch_size']}")
+    p.add_argument("--epochs", type=int, help=f"default {FULL['epochs']}")
+    p.add_argument("--teacher-cfg", help=f"default {FULL['teacher_cfg']}")
+    p.add_argument("--student-cfg", help=f"default {FULL['student_cfg']}")
+    p.add_argument("--teacher-width", type=float, help="override the teacher cfg's width_multiple")
+    p.add_argument("--student-width", type=float, help="override the student cfg's width_multiple")
+    p.add_argument("--hyp", default="", help="hyperparameter yaml (default: the tree's hyp.scratch-low.yaml)")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--project", default="runs/study", help="folder of the three runs and the report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
+    p.add_argument("--force", action="store_true", help="retrain every run from scratch")
+    opt = p.parse_args(argv)
+    for k, v in (REDUCED if opt.reduced else FULL).items():
+        if getattr(opt, k) is None:
+            setattr(opt, k, v)
+    return opt
+
+
+def describe_device(device):
+    """The device column of the table: the GPU's name, or the CPU's model and core count."""
+    if str(device).startswith("cuda"):
+        index = str(device).partition(":")[2] or "0"
+        try:
+            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", index],
+                                   capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            names = ""
+        return names or "CUDA GPU"
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        model = lines[0].split(":", 1)[1].strip() if lines else model
+    return f"CPU, {os.cpu_count()} cores ({model})"
+
+
+def model_cfg(cfg, width, project):
+    """cfg itself, or a copy with width_multiple replaced, written into the project so the run can be rebuilt."""
+    if width is None:
+        return cfg
+    data = load_model_cfg(cfg)
+    data["width_multiple"] = width
+    path = Path(project) / "cfg" / f"{Path(cfg).stem}-w{width:g}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_yaml(path, data)
+    return str(path)
+
+
+def run_plan(opt, suffix):
+    """(name, train.py arguments) of the teacher, the student and the FGD student, in the order they must run."""
+    common = ["--data", opt.data, "--imgsz", str(opt.imgsz), "--batch-size", str(opt.batch_size),
+              "--epochs", str(opt.epochs), "--seed", str(opt.seed), "--device", opt.device,
+              "--workers", str(opt.workers), "--project", opt.project, "--exist-ok"]
+    common += ["--hyp", opt.hyp] if opt.hyp else []
+    common += ["--noval"] if opt.noval else []
+    teacher = model_cfg(opt.teacher_cfg, opt.teacher_width, opt.project)
+    student = model_cfg(opt.student_cfg, opt.student_width, opt.project)
+    best_teacher = str(Path(opt.project) / "teacher" / "weights" / f"best{suffix}")
+    return [("teacher", ["--cfg", teacher, *common, "--name", "teacher"]),
+            ("student", ["--cfg", student, *common, "--name", "student"]),
+            ("student_fgd", ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *common,
+                             "--name", "student_fgd"])]
+
+
+def epochs_logged(run_dir):
+    path = Path(run_dir) / "results.csv"
+    return len(read_csv_columns(path)["epoch"]) if path.is_file() and path.stat().st_size else 0
+
+
+def run_state(run_dir, epochs, suffix):
+    """'done', 'validate' (trained, final validation missing), 'resume' or 'new'."""
+    run_dir = Path(run_dir)
+    if (run_dir / "per_class.csv").is_file():
+        return "done"
+    if not (run_dir / "weights" / f"last{suffix}").is_file():
+        return "new"
+    return "validate" if epochs_logged(run_dir) >= epochs else "resume"
+
+
+def check_protocol(run_dir, argv, train_parse_opt):
+    """A run trained with other options must not be reused silently."""
+    wanted, had = vars(train_parse_opt(argv)), load_yaml(Path(run_dir) / "opt.yaml")
+    differ = [f"{k} {had.get(k)} (wanted {wanted[k]})" for k in CHECKED_OPTIONS if had.get(k) != wanted[k]]
+    # The architecture, not the file name: a cfg copied elsewhere is still the same model.
+    if load_model_cfg(had.get("cfg", "")) != load_model_cfg(wanted["cfg"]):
+        differ.append(f"cfg {had.get('cfg')} (wanted a model like {wanted['cfg']})")
+    if differ:
+        raise ValueError(f"{run_dir}: trained with other options: {', '.join(differ)}; pass --force to retrain, "
+                         "or choose another --project")
+
+
+class StudyLog:
+    """study.json beside the runs: the protocol, each run's command, device and timed training segments."""
+
+    def __init__(self, project, protocol, title):
+        self.path = Path(project) / STUDY_JSON
+        self.data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        self.data.update(title=title, protocol=protocol)
+        self.data.setdefault("runs", {})
+
+    def record(self, name, command, device, epochs, seconds, fresh):
+        run = self.data["runs"].get(name, {}) if not fresh else {}
+        run.update(command=command, device=device)
+        run["segments"] = [*run.get("segments", []), {"epochs": epochs, "seconds": round(seconds, 1)}]
+        self.data["runs"][name] = run
+        self.save()
+
+    def save(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1), encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def protocol_line(opt):
+    kind = "Reduced CPU protocol" if opt.reduced else "Protocol"
+    return (f"{kind}: data `{opt.data}`, imgsz {opt.imgsz}, batch {opt.batch_size}, epochs {opt.epochs} (from "
+            f"scratch), seed {opt.seed}, {Path(opt.hyp).name if opt.hyp else 'hyp.scratch-low.yaml'}"
+            f"{', --noval' if opt.noval else ''}.")
+
+
+def train_run(tree, name, argv, state, log, device, opt):
+    """Train (or resume) one run and record its command and wall time, even when it is interrupted."""
+    run_dir = Path(opt.project) / name
+    before = epochs_logged(run_dir) if state == "resume" else 0
+    last = str(run_dir / "weights" / f"last{tree.suffix}")
+    run_argv = argv if state == "new" else ["--resume", last, "--device", opt.device, "--workers", str(opt.workers)]
+    start = time.time()
+    try:
+        tree.train(tree.train_parse_opt(run_argv))
+    finally:
+        epochs = epochs_logged(run_dir) - before
+        if epochs > 0:  # the command that reproduces the run is the original one, however often it resumed
+            log.record(name, f"python {tree.name}/train.py {shlex.join(argv)}", device, epochs, time.time() - start,
+                       fresh=state == "new")
+
+
+def validate_run(tree, run_dir, opt):
+    """Final validation of best weights into the run folder itself, where train.py would have written it."""
+    argv = ["--weights", str(Path(run_dir) / "weights" / f"best{tree.suffix}"), "--data", opt.data,
+            "--imgsz", str(opt.imgsz), "--batch-size", str(opt.batch_size * 2), "--device", opt.device,
+            "--workers", str(opt.workers), "--project", str(Path(run_dir).parent), "--name", Path(run_dir).name,
+            "--exist-ok"]
+    tree.val(tree.val_parse_opt(argv))
+
+
+def main(tree, opt):
+    project = Path(opt.project)
+    plan = run_plan(opt, tree.suffix)
+    if opt.force:
+        for name, _ in plan:
+            shutil.rmtree(project / name, ignore_errors=True)
+    states = {name: run_state(project / name, opt.epochs, tree.suffix) for name, _ in plan}
+    for name, argv in plan:  # refuse a mismatch before anything is trained or logged
+        if states[name] != "new":
+            check_protocol(project / name, argv, tree.train_parse_opt)
+    device = describe_device(tree.select_device(opt.device))
+    log = StudyLog(project, protocol_line(opt),
+                   f"Study on {Path(opt.data).stem} ({tree.name}): teacher, student, FGD student")
+    log.save()
+    for name, argv in plan:
+        run_dir, state = project / name, states[name]
+        print(f"\n=== {name}: {state} ({run_dir})")
+        if state == "new":
+            shutil.rmtree(run_dir, ignore_errors=True)  # died before its first checkpoint: nothing worth keeping
+        if state in ("new", "resume"):
+            train_run(tree, name, argv, state, log, device, opt)
+        elif state == "validate":
+            validate_run(tree, run_dir, opt)
+        write_report(project)  # after every run, so a long study shows its progress
+    path = write_report(project)
+    print(f"\nStudy report: {path}")
+    return path
