@@ -6,9 +6,29 @@ import os
 # A CUDA toolkit without a GPU (or its runtime) makes jittor's import fail while probing CUDA: build for the CPU.
 if not glob.glob("/dev/nvidia[0-9]*"):
     os.environ.setdefault("nvcc_path", "")
-# use_mkl=1 without a oneDNN install makes jittor download one (offline: the import fails). The folder below is
-# where jittor looks; a link to the system libdnnl there (see README) makes CPU convs ~70x faster.
+
+
+def _link_system_onednn(jittor_lib):
+    """Jittor's CPU convolutions run on one thread (~70x slower) unless it finds oneDNN in its cache folder, where it
+    would otherwise download its own. The system's (Debian: apt-get install libdnnl-dev) builds with its ops when
+    linked in there; the headers come from /usr/include. Returns whether oneDNN is in place."""
+    if os.path.exists(jittor_lib):
+        return True
+    system_lib = "/usr/lib/x86_64-linux-gnu/libdnnl.so.2"
+    if not (os.path.exists(system_lib) and os.path.exists("/usr/include/dnnl.hpp")):
+        return False
+    try:
+        os.makedirs(os.path.join(os.path.dirname(os.path.dirname(jittor_lib)), "include"), exist_ok=True)
+        os.makedirs(os.path.dirname(jittor_lib), exist_ok=True)
+        os.symlink(system_lib, jittor_lib)
+    except OSError:
+        return os.path.exists(jittor_lib)
+    return True
+
+
+# use_mkl=1 without oneDNN in place makes jittor download one (offline: the import fails).
 _ONEDNN = os.path.join(os.environ.get("JITTOR_HOME", os.path.expanduser("~")),
                        ".cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp/lib/libmkldnn.so")
-os.environ.setdefault("use_mkl", "1" if os.path.exists(_ONEDNN) else "0")
+if "use_mkl" not in os.environ:
+    os.environ["use_mkl"] = "1" if _link_system_onednn(_ONEDNN) else "0"
 os.environ.setdefault("log_silent", "1")

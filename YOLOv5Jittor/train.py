@@ -42,7 +42,7 @@ from YOLOv5Jittor import val as validate
 from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
 from YOLOv5Jittor.models.common import BatchNorm2d
 from YOLOv5Jittor.models.yolo import Model
-from YOLOv5Jittor.utils.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader, set_epoch
 from YOLOv5Jittor.utils.framework import (
     ModelEMA,
@@ -57,7 +57,6 @@ from YOLOv5Jittor.utils.framework import (
 from YOLOv5Jittor.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent
-FRAMEWORK = "jittor"
 
 
 def parse_opt(argv=None):
@@ -139,7 +138,7 @@ def build_optimizer(modules, hyp, weight_decay):
     optimizer.add_param_group({"params": decayed, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
     for group in optimizer.param_groups:  # Jittor groups read missing values from the optimizer: make them explicit
-        group.update(lr=hyp["lr0"], momentum=hyp["momentum"], weight_decay=group.get("weight_decay", 0.0))
+        group.update(lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True, weight_decay=group.get("weight_decay", 0))
     return optimizer
 
 
@@ -231,7 +230,7 @@ def make_checkpoint(ctx, epoch):
 def resume_options(opt):
     path = find_last_checkpoint(opt.project) if opt.resume == "last" else Path(opt.resume)
     ckpt = load_checkpoint(path)
-    if ckpt["framework"] != FRAMEWORK or "opt" not in ckpt:
+    if ckpt["framework"] != FRAMEWORK or not ckpt.get("optimizer") or "opt" not in ckpt:
         raise ValueError(f"--resume {path}: not a {FRAMEWORK} training checkpoint; resume it with the tree that wrote "
                          "it, or start a new run from its weights with --weights")
     resumed = argparse.Namespace(**ckpt["opt"])

@@ -40,7 +40,7 @@ from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.models.yolo import Model
-from YOLOv5Pytorch.utils.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
 from YOLOv5Pytorch.utils.dataloader import create_dataloader, set_epoch
 from YOLOv5Pytorch.utils.framework import (
     ModelEMA,
@@ -55,7 +55,6 @@ from YOLOv5Pytorch.utils.framework import (
 from YOLOv5Pytorch.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent
-FRAMEWORK = "pytorch"
 
 
 def parse_opt(argv=None):
@@ -227,7 +226,7 @@ def make_checkpoint(ctx, epoch):
 def resume_options(opt):
     path = find_last_checkpoint(opt.project) if opt.resume == "last" else Path(opt.resume)
     ckpt = load_checkpoint(path)
-    if ckpt["framework"] != FRAMEWORK or "opt" not in ckpt:
+    if ckpt["framework"] != FRAMEWORK or not ckpt.get("optimizer") or "opt" not in ckpt:
         raise ValueError(f"--resume {path}: not a {FRAMEWORK} training checkpoint; resume it with the tree that wrote "
                          "it, or start a new run from its weights with --weights")
     resumed = argparse.Namespace(**ckpt["opt"])

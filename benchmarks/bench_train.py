@@ -99,7 +99,7 @@ def trainer(model, hyp, nc, imgsz, batch_size, device, extra_modules=()):
     optimizer = build_optimizer(trained, hyp, hyp["weight_decay"] * batch_size * accumulate / NBS)
     return dict(model=model, optimizer=optimizer, params=[p for m in trained for p in m.parameters()],
                 scaler=grad_scaler(device), ema=ModelEMA(model),
-                compute_loss=ComputeLoss(model, loss_gains(hyp, model, nc, imgsz)))
+                compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, nc, imgsz)))
 
 
 def train_step(ctx, im, targets):

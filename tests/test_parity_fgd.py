@@ -208,3 +208,23 @@ def test_fresh_gcblock_has_the_official_init():
     assert (block.channel_add[-1].weight.numpy() == 0).all() and (block.channel_add[-1].bias.numpy() == 0).all()
     x = jt.randn(2, channels, 3, 2)
     np.testing.assert_array_equal(block(x).numpy(), x.numpy())
+
+
+def test_terms_agree_on_a_large_map():
+    """A million cells in one level: Jittor's CPU sums accumulate float32 in one pass, so a single sum over the whole
+    batch drifts by ~1e-3; the terms must stay as close to PyTorch as on small maps."""
+    torch.manual_seed(4)
+    torch_loss = torch_fgd.FGDLoss([64], [64], **{**WEIGHTS, "alpha_fgd": 2.0})
+    with torch.no_grad():
+        for block in [*torch_loss.gc_student, *torch_loss.gc_teacher]:
+            block.channel_add[-1].weight.normal_(0.0, 0.3)
+            block.channel_add[-1].bias.normal_(0.0, 0.3)
+    jt_loss = jt_fgd.FGDLoss([64], [64], **{**WEIGHTS, "alpha_fgd": 2.0})
+    jt_loss.load_state_dict(jt_state_dict_from_numpy(torch_state_dict_to_numpy(torch_loss.state_dict())))
+    rng = np.random.default_rng(5)
+    student, teacher = (rng.normal(0.0, 1.0, (2, 64, 96, 96)).astype(np.float32) for _ in range(2))
+    targets = TARGETS[TARGETS[:, 0] < 2]
+    with torch.no_grad():
+        _, expected = torch_loss([torch.from_numpy(student)], [torch.from_numpy(teacher)], torch.from_numpy(targets))
+    _, actual = jt_loss([jt.array(student)], [jt.array(teacher)], jt.array(targets))
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=0)

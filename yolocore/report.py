@@ -159,17 +159,21 @@ def plot_class_ap50(runs, path):
     with_classes = {name: run for name, run in runs.items() if run["per_class"] is not None}
     fig = Figure(figsize=(12, 5), tight_layout=True)
     ax = fig.subplots()
+    tallest = 0.0
     if with_classes:
         classes = [*next(iter(with_classes.values()))["per_class"]["class"], "all (mAP50)"]
         width = 0.8 / len(with_classes)
         x = np.arange(len(classes))
         for i, (name, run) in enumerate(with_classes.items()):
-            ap50 = [*np.nan_to_num(run["per_class"]["AP50"]), run["mAP50"]]
-            ax.bar(x + (i - (len(with_classes) - 1) / 2) * width, 100 * np.array(ap50), width,
+            ap50 = 100 * np.array([*np.nan_to_num(run["per_class"]["AP50"]), run["mAP50"]])
+            tallest = max(tallest, ap50.max())
+            ax.bar(x + (i - (len(with_classes) - 1) / 2) * width, ap50, width,
                    color=RUN_COLORS[i % len(RUN_COLORS)], label=RUNS.get(name, name))
         ax.set_xticks(x, classes, rotation=30, ha="right")
         ax.legend()
-    ax.set(ylabel="AP50 (%)", ylim=(0, 100), title="AP50 per class on val (best weights)")
+    # Scaled to the tallest bar, so the bars of short or weak runs stay readable.
+    ax.set(ylabel="AP50 (%)", ylim=(0, min(100.0, max(1.0, 1.1 * tallest))),
+           title="AP50 per class on val (best weights)")
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(path, dpi=150)
     return path

@@ -6,6 +6,7 @@ from yolocore.checkpoint_io import read_checkpoint, state_dict_mismatch, write_p
 from YOLOv5Jittor.models.yolo import Model
 
 REQUIRED_KEYS = ("model", "yaml", "nc", "names")
+FRAMEWORK = "jittor"
 SUFFIX = ".pkl"
 
 

@@ -10,6 +10,7 @@ from yolocore.checkpoint_io import map_arrays, read_checkpoint, state_dict_misma
 from YOLOv5Pytorch.models.yolo import Model
 
 REQUIRED_KEYS = ("model", "yaml", "nc", "names")
+FRAMEWORK = "pytorch"
 SUFFIX = ".pt"
 
 

@@ -1,0 +1,141 @@
+"""Checkpoints across the trees: each reads the other's file, evaluates it the same way, converts it, and refuses
+files that are not plain arrays and containers."""
+# isort: off
+import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
+import jittor as jt  # noqa: F401
+# isort: on
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from yolocore.checkpoint_io import read_checkpoint, read_torch_checkpoint
+from yolocore.synthetic import make_synthetic_dataset
+from YOLOv5Jittor import convert as jt_convert
+from YOLOv5Jittor import detect as jt_detect
+from YOLOv5Jittor import train as jt_train
+from YOLOv5Jittor import val as jt_val
+from YOLOv5Jittor.utils.checkpoint import load_checkpoint as jt_load_checkpoint
+from YOLOv5Pytorch import convert as torch_convert
+from YOLOv5Pytorch import detect as torch_detect
+from YOLOv5Pytorch import train as torch_train
+from YOLOv5Pytorch import val as torch_val
+from YOLOv5Pytorch.utils.checkpoint import load_checkpoint as torch_load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return str(make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_train=16, n_val=8, imgsz=128, seed=4))
+
+
+def train_one_epoch_run(tree, project, data):
+    argv = ["--data", data, "--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "8", "--workers", "0",
+            "--epochs", "1", "--project", str(project)]
+    return tree.train(tree.parse_opt(argv)) / "weights"
+
+
+@pytest.fixture(scope="module")
+def torch_weights(tmp_path_factory, data):
+    return train_one_epoch_run(torch_train, tmp_path_factory.mktemp("torch"), data) / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def jt_weights(tmp_path_factory, data):
+    return train_one_epoch_run(jt_train, tmp_path_factory.mktemp("jittor"), data) / "best.pkl"
+
+
+def assert_same_tree(expected, actual, where="checkpoint"):
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, np.ndarray) and actual.dtype == expected.numpy().dtype, where
+        np.testing.assert_array_equal(actual, expected.numpy(), err_msg=where)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected), where
+        for k in expected:
+            assert_same_tree(expected[k], actual[k], f"{where}[{k!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same_tree(e, a, f"{where}[{i}]")
+    else:
+        assert actual == expected, where
+
+
+def test_torch_checkpoints_read_without_torch_as_torch_reads_them(torch_weights):
+    expected = torch.load(torch_weights, map_location="cpu", weights_only=True)
+    assert expected["optimizer"]["state"], "the optimizer's momentum buffers are part of the comparison"
+    assert_same_tree(expected, read_torch_checkpoint(torch_weights))
+
+
+def test_each_tree_evaluates_the_other_trees_checkpoint_the_same(tmp_path, data, torch_weights, jt_weights):
+    for weights in (torch_weights, jt_weights):
+        argv = ["--weights", str(weights), "--data", data, "--imgsz", "64", "--workers", "0", "--project",
+                str(tmp_path)]
+        expected = np.array(torch_val.main(torch_val.parse_opt(argv)))
+        actual = np.array(jt_val.main(jt_val.parse_opt(argv)))
+        # P, R and mAP of a 1-epoch model are near 0: the detections compared below carry the comparison.
+        np.testing.assert_allclose(actual, expected, atol=1e-3, err_msg=str(weights))
+
+
+def test_each_tree_detects_the_same_boxes_with_the_other_trees_checkpoint(tmp_path, data, torch_weights, jt_weights):
+    source = data.replace("synthetic.yaml", "images/val")
+    for weights in (torch_weights, jt_weights):
+        outputs = []
+        for tree, name in ((torch_detect, "torch"), (jt_detect, "jittor")):
+            out = tree.main(tree.parse_opt(["--weights", str(weights), "--source", source, "--imgsz", "64",
+                                            "--conf-thres", "0.001", "--save-txt", "--save-conf",
+                                            "--project", str(tmp_path), "--name", name]))
+            outputs.append({f.name: np.loadtxt(f, ndmin=2) for f in (out / "labels").glob("*.txt")})
+        expected, actual = outputs
+        assert sum(len(rows) for rows in expected.values()) > 20 and sorted(actual) == sorted(expected)
+        for name, rows in expected.items():
+            np.testing.assert_allclose(actual[name], rows, atol=2e-4, err_msg=f"{weights} {name}")
+
+
+def test_convert_round_trip_keeps_the_weights_and_is_not_resumable(tmp_path, torch_weights):
+    pkl = jt_convert.convert(str(torch_weights), str(tmp_path / "model.pkl"))
+    pt = torch_convert.convert(str(pkl), str(tmp_path / "model.pt"))
+    original, converted = torch_load_checkpoint(torch_weights), torch_load_checkpoint(pt)
+    assert jt_load_checkpoint(pkl)["framework"] == "jittor" and converted["framework"] == "pytorch"
+    for part in ("model", "ema"):
+        for k, v in original[part].items():
+            if not k.endswith("num_batches_tracked"):  # Jittor keeps no BatchNorm counter
+                torch.testing.assert_close(converted[part][k], v, rtol=0, atol=0, msg=k)
+    with pytest.raises(ValueError, match="not a pytorch training checkpoint"):
+        torch_train.resume_options(torch_train.parse_opt(["--resume", str(pt)]))
+    with pytest.raises(ValueError, match="already a .pt checkpoint"):
+        torch_convert.convert(str(pt))
+
+
+def test_weights_of_the_other_tree_start_a_run(tmp_path, data, jt_weights):
+    opt = torch_train.parse_opt(["--weights", str(jt_weights), "--data", data, "--imgsz", "64", "--workers", "0",
+                                 "--epochs", "1", "--project", str(tmp_path)])
+    model = torch_train.build_model(opt, {"nc": 5, "names": list("abcde")}, torch.device("cpu"))
+    ema = read_checkpoint(jt_weights)["ema"]
+    for k, v in model.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(v.numpy(), ema[k], err_msg=k)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("loader", [torch_load_checkpoint, jt_load_checkpoint], ids=["pytorch", "jittor"])
+def test_checkpoints_with_code_or_garbage_are_refused(tmp_path, loader, capsys):
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"model": Payload(), "yaml": {}, "nc": 1, "names": ["a"]}))
+    with pytest.raises(ValueError, match="evil.pkl: not a checkpoint of this project"):
+        loader(evil)
+    assert "this must never run" not in capsys.readouterr().out
+    module = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), module)
+    with pytest.raises(ValueError, match="module.pt: not a checkpoint of this project"):
+        loader(module)
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="garbage.pkl"):
+        loader(garbage)
+    with pytest.raises(FileNotFoundError, match="nothing.pkl"):
+        loader(tmp_path / "nothing.pkl")
