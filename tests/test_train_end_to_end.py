@@ -1,0 +1,178 @@
+"""End-to-end runs of each tree's train.py, val.py and detect.py on tiny synthetic data (CPU, seconds each; the
+Jittor tree's first run compiles its kernels for these shapes, later runs take them from its cache)."""
+import csv
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
+import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
+from yolocore.synthetic import make_synthetic_dataset
+from YOLOv5Jittor import detect as jittor_detect
+from YOLOv5Jittor import train as jittor_train
+from YOLOv5Jittor import val as jittor_val
+from YOLOv5Pytorch import detect as pytorch_detect
+from YOLOv5Pytorch import train as pytorch_train
+from YOLOv5Pytorch import val as pytorch_val
+
+TREES = {
+    "pytorch": SimpleNamespace(train=pytorch_train, val=pytorch_val, detect=pytorch_detect, ckpt=pytorch_checkpoint,
+                               array_type=torch.Tensor),
+    "jittor": SimpleNamespace(train=jittor_train, val=jittor_val, detect=jittor_detect, ckpt=jittor_checkpoint,
+                              array_type=np.ndarray),
+}
+RUN_FILES = ("results.csv", "results.png", "opt.yaml", "hyp.yaml", "labels.jpg", "train_batch0.jpg",
+             "val_batch0_labels.jpg", "val_batch0_pred.jpg", "confusion_matrix.png")
+
+
+@pytest.fixture(scope="module", params=list(TREES))
+def tree(request):
+    return TREES[request.param]
+
+
+def weights(run, name, tree):
+    return run / "weights" / f"{name}{tree.ckpt.SUFFIX}"
+
+
+def assert_run_files(run, tree):
+    for f in RUN_FILES:
+        assert (run / f).is_file() and (run / f).stat().st_size > 0, f
+    for name in ("last", "best"):
+        assert weights(run, name, tree).is_file(), name
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return str(make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_train=16, n_val=8, imgsz=128, seed=1))
+
+
+@pytest.fixture(scope="module")
+def narrow_cfg(tmp_path_factory):
+    """A student half as wide as yolov5n, so FGD needs its align convs."""
+    cfg = yaml.safe_load(open(pytorch_train.ROOT / "yolocore" / "models" / "yolov5n.yaml"))
+    cfg["width_multiple"] = 0.125
+    path = tmp_path_factory.mktemp("cfg") / "yolov5p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def run_train(tree, tmp_path, data, *args, name="exp"):
+    argv = ["--data", data, "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--hyp",
+            str(tree.train.TREE / "hyp.scratch-low.yaml"), "--project", str(tmp_path), "--name", name, *args]
+    return tree.train.train(tree.train.parse_opt(argv))
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, data, tree):
+    return run_train(tree, tmp_path_factory.mktemp("teacher"), data, "--cfg", "yolov5n.yaml", "--epochs", "1")
+
+
+def test_one_epoch_writes_every_output(teacher_run, tree):
+    assert_run_files(teacher_run, tree)
+    rows = read_csv(teacher_run / "results.csv")
+    assert [int(r["epoch"]) for r in rows] == [0]
+    assert float(rows[0]["train/box_loss"]) > 0
+    ckpt = tree.ckpt.load_checkpoint(weights(teacher_run, "best", tree))
+    assert ckpt["names"] == ["airplane", "ship", "storage-tank", "tennis-court", "small-vehicle"]
+    assert all(isinstance(v, tree.array_type) for v in ckpt["model"].values())
+    assert ckpt["epoch"] == 0 and ckpt["opt"]["imgsz"] == 64
+
+
+def interrupt_at(monkeypatch, tree, epoch):
+    real = tree.train.train_one_epoch
+
+    def crashing(ctx, e):
+        if e == epoch:
+            raise KeyboardInterrupt
+        return real(ctx, e)
+
+    monkeypatch.setattr(tree.train, "train_one_epoch", crashing)
+
+
+def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch):
+    full = run_train(tree, tmp_path, data, "--cfg", "yolov5n.yaml", "--epochs", "3", "--noval", name="full")
+    interrupt_at(monkeypatch, tree, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tree, tmp_path, data, "--cfg", "yolov5n.yaml", "--epochs", "3", "--noval", name="killed")
+    killed = tmp_path / "killed"
+    assert tree.ckpt.load_checkpoint(weights(killed, "last", tree))["epoch"] == 1
+    monkeypatch.undo()
+    tree.train.train(tree.train.parse_opt(["--resume", str(weights(killed, "last", tree)), "--workers", "0"]))
+    assert [int(r["epoch"]) for r in read_csv(killed / "results.csv")] == [0, 1, 2]
+    a = tree.ckpt.load_checkpoint(weights(full, "last", tree))
+    b = tree.ckpt.load_checkpoint(weights(killed, "last", tree))
+    assert b["epoch"] == 2
+    for k, v in a["ema"].items():
+        np.testing.assert_allclose(np.asarray(b["ema"][k]), np.asarray(v), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_resume_of_a_finished_run_is_refused(teacher_run, tree):
+    with pytest.raises(ValueError, match="already finished"):
+        tree.train.train(tree.train.parse_opt(["--resume", str(weights(teacher_run, "last", tree)), "--workers", "0"]))
+
+
+def test_kd_run_logs_fgd_terms_and_resumes(tmp_path, data, tree, teacher_run, narrow_cfg, monkeypatch):
+    teacher = str(weights(teacher_run, "best", tree))
+    interrupt_at(monkeypatch, tree, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tree, tmp_path, data, "--mode", "KD", "--cfg", narrow_cfg, "--teacher", teacher, "--epochs", "2")
+    run = tmp_path / "exp"
+    first = tree.ckpt.load_checkpoint(weights(run, "last", tree))
+    align = {k: np.asarray(v) for k, v in first["fgd"].items() if k.startswith("align.")}
+    assert align and first["kd_layers"] == [17, 20, 23]
+    monkeypatch.undo()
+    tree.train.train(tree.train.parse_opt(["--resume", str(weights(run, "last", tree)), "--workers", "0"]))
+    rows = read_csv(run / "results.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    for r in rows:
+        terms = [float(r[f"train/fgd_{t}"]) for t in ("fg", "bg", "mask", "relation")]
+        assert float(r["train/fgd_loss"]) > 0
+        assert sum(terms) == pytest.approx(float(r["train/fgd_loss"]), rel=1e-3)
+    last = tree.ckpt.load_checkpoint(weights(run, "last", tree))
+    assert any(not np.array_equal(np.asarray(last["fgd"][k]), v) for k, v in align.items()), "align convs untrained"
+    assert_run_files(run, tree)
+    results = tree.val.main(tree.val.parse_opt(["--weights", str(weights(run, "best", tree)), "--data", data,
+                                                "--imgsz", "64", "--workers", "0", "--project", str(tmp_path),
+                                                "--name", "val_kd"]))
+    assert all(0 <= x <= 1 for x in results[:4]), "a KD checkpoint must evaluate like a student checkpoint"
+
+
+def test_kd_refuses_a_teacher_with_other_classes(tmp_path, data, tree, teacher_run):
+    ckpt = tree.ckpt.load_checkpoint(weights(teacher_run, "best", tree))
+    ckpt["names"] = ["a", "b", "c", "d", "e"]
+    other = tmp_path / f"other{tree.ckpt.SUFFIX}"
+    tree.ckpt.save_checkpoint(ckpt, other)
+    with pytest.raises(ValueError, match="classes"):
+        run_train(tree, tmp_path, data, "--mode", "KD", "--cfg", "yolov5n.yaml", "--teacher", str(other),
+                  "--epochs", "1")
+
+
+def test_val_and_detect_run_on_a_checkpoint(tmp_path, data, tree, teacher_run):
+    best = str(weights(teacher_run, "best", tree))
+    results = tree.val.main(tree.val.parse_opt(["--weights", best, "--data", data, "--imgsz", "64", "--workers", "0",
+                                                "--project", str(tmp_path), "--name", "val"]))
+    assert len(results) == 7 and all(0 <= x <= 1 for x in results[:4])
+    source = tree.ckpt.load_checkpoint(best)["opt"]["data"].replace("synthetic.yaml", "images/val")
+    out = tree.detect.main(tree.detect.parse_opt(["--weights", best, "--source", source, "--imgsz", "64",
+                                                  "--save-txt", "--save-conf", "--conf-thres", "0.0001",
+                                                  "--project", str(tmp_path)]))
+    assert len(list(out.glob("*.jpg"))) == 8
+    lines = [ln.split() for f in (out / "labels").glob("*.txt") for ln in f.read_text().splitlines()]
+    assert lines and all(len(ln) == 6 and 0 <= float(ln[1]) <= 1 for ln in lines)
+
+
+def test_missing_data_and_weights_are_clear_errors(tmp_path, data, tree):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        run_train(tree, tmp_path, str(tmp_path / "nope.yaml"), "--epochs", "1")
+    assert not (tmp_path / "exp").exists(), "a failed start must not leave a run folder behind"
+    missing = tmp_path / f"missing{tree.ckpt.SUFFIX}"
+    with pytest.raises(FileNotFoundError, match=missing.name):
+        tree.val.main(tree.val.parse_opt(["--weights", str(missing), "--data", data]))
