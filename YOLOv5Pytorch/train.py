@@ -138,7 +138,7 @@ def build_optimizer(modules, hyp, weight_decay):
 
 def autoanchor(model, dataset, hyp, imgsz, seed):
     det = model.model[-1]
-    anchors = (det.anchors * det.stride.view(-1, 1, 1)).view(-1, 2).cpu().numpy()
+    anchors = (det.anchors * det.stride.to(det.anchors.device).view(-1, 1, 1)).view(-1, 2).cpu().numpy()
     wh = label_wh(dataset.shapes, dataset.labels, imgsz, np.random.default_rng(seed))
     bpr, new = check_anchors(wh, anchors, hyp["anchor_t"], np.random.default_rng(seed))
     if new is None:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from yolocore.config import load_hyp
 from YOLOv5Pytorch.models.yolo import Model
+from YOLOv5Pytorch.utils import general
 from YOLOv5Pytorch.utils.general import box_iou, nms, non_max_suppression
 from YOLOv5Pytorch.utils.loss import ComputeLoss, bbox_ciou
 
@@ -300,3 +301,12 @@ def test_nms_hand_case():
 def test_collapsed_predicted_box_gives_a_finite_ciou():
     iou = bbox_ciou(torch.tensor([[0.5, 0.5, 0.0, 0.0]]), torch.tensor([[0.3, 0.7, 2.0, 2.0]]))
     assert torch.isfinite(iou).all()
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_nms_in_small_blocks_equals_greedy_reference(block, monkeypatch):
+    monkeypatch.setattr(general, "NMS_BLOCK_CPU", block)
+    pred = random_predictions(5)
+    for kwargs in ({}, {"multi_label": True, "max_det": 37}, {"agnostic": True, "iou_thres": 0.3}):
+        kwargs = {"conf_thres": 0.2, "iou_thres": 0.45, **kwargs}
+        assert_same_detections(non_max_suppression(pred, **kwargs), reference_nms(pred, **kwargs))

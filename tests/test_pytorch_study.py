@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from yolocore.study import StudyLog
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import study, train
 
@@ -70,3 +71,16 @@ def test_rerun_trains_nothing_and_a_missing_final_validation_is_redone(data, pro
     with pytest.raises(ValueError, match="epochs 2 \\(wanted 3\\)"):
         study.main(study_argv(data, project, "--epochs", "3"))
     assert (project / "study.json").read_text() == log  # refused before anything was written
+
+
+def test_runs_trains_only_the_chosen_runs(data, tmp_path):
+    study.main(study_argv(data, tmp_path, "--runs", "student"))
+    assert sorted(p.name for p in tmp_path.iterdir() if (p / "results.csv").is_file()) == ["student"]
+    assert list(json.loads((tmp_path / "study.json").read_text())["runs"]) == ["student"]
+
+
+def test_study_processes_side_by_side_keep_each_others_records(tmp_path):
+    first, second = (StudyLog(tmp_path, "protocol", "title") for _ in range(2))  # both opened before any record
+    first.record("teacher", "python train.py --name teacher", "GPU", 3, 9.0, fresh=True)
+    second.record("student", "python train.py --name student", "GPU", 3, 5.0, fresh=True)
+    assert sorted(json.loads((tmp_path / "study.json").read_text())["runs"]) == ["student", "teacher"]

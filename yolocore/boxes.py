@@ -74,3 +74,23 @@ def box_iou(box1, box2, eps=1e-7):
     area1 = (box1[:, 2:4] - box1[:, :2]).prod(1)
     area2 = (box2[:, 2:4] - box2[:, :2]).prod(1)
     return inter / (area1[:, None] + area2[None, :] - inter + eps)
+
+
+def greedy_keep(overlaps, suppressed, limit):
+    """Greedy NMS over one block of score-sorted boxes, given which pairs overlap too much.
+
+    overlaps: (k, k) bool, [i, j] True when box i would suppress box j; suppressed: (k,) bool, boxes already
+    suppressed by boxes kept in earlier blocks. Returns the indices kept, best first, at most limit of them.
+    Greedy decisions depend only on higher-scored boxes, so blocks taken in score order give exactly the
+    result of one pass over all boxes.
+    """
+    suppressed = suppressed.copy()
+    keep = []
+    for i in range(len(suppressed)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        if len(keep) == limit:
+            break
+        suppressed |= overlaps[i]
+    return np.array(keep, dtype=np.int64)

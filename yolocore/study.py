@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Callable
 
 from yolocore.config import ROOT, load_model_cfg, load_yaml, save_yaml
-from yolocore.report import STUDY_JSON, read_csv_columns, write_report
+from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, write_report
 
 FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
             teacher_width=None, student_width=None)
 # What a 2-core CPU trains in about 1.5 h: a yolov5n teacher and a student at half its width, at imgsz 320.
 REDUCED = dict(imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_cfg="yolov5n.yaml",
                teacher_width=None, student_width=0.125)
+RUN_NAMES = tuple(RUNS)  # teacher, student, FGD student: the order they must run in
 CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed")  # a finished run must match these to be reused
 
 
@@ -61,6 +62,9 @@ def parse_opt(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
+    p.add_argument("--runs", nargs="+", choices=RUN_NAMES, default=list(RUN_NAMES),
+                   help="the runs to train now, e.g. the teacher and the student as two processes side by side "
+                        "(the FGD student needs the teacher's best weights)")
     opt = p.parse_args(argv)
     for k, v in (REDUCED if opt.reduced else FULL).items():
         if getattr(opt, k) is None:
@@ -151,6 +155,9 @@ class StudyLog:
         self.data.setdefault("runs", {})
 
     def record(self, name, command, device, epochs, seconds, fresh):
+        # Study processes that train other runs side by side share this file: take in what they wrote meanwhile.
+        if self.path.is_file():
+            self.data["runs"] = json.loads(self.path.read_text(encoding="utf-8")).get("runs", {})
         run = self.data["runs"].get(name, {}) if not fresh else {}
         run.update(command=command, device=device)
         run["segments"] = [*run.get("segments", []), {"epochs": epochs, "seconds": round(seconds, 1)}]
@@ -198,7 +205,7 @@ def validate_run(tree, run_dir, opt):
 
 def main(tree, opt):
     project = Path(opt.project)
-    plan = run_plan(opt, tree.suffix)
+    plan = [(name, argv) for name, argv in run_plan(opt, tree.suffix) if name in opt.runs]
     if opt.force:
         for name, _ in plan:
             shutil.rmtree(project / name, ignore_errors=True)

@@ -1,7 +1,10 @@
 """Non-maximum suppression in plain jittor ops, the same greedy algorithm as the PyTorch tree."""
 import jittor as jt
 
+from yolocore.boxes import greedy_keep
+
 MAX_WH = 7680  # class offset larger than any image side, so boxes of different classes never overlap
+NMS_BLOCK_CPU, NMS_BLOCK_GPU = 256, 2048  # boxes per IoU matrix in nms
 
 
 def xywh2xyxy(x):
@@ -23,18 +26,22 @@ def box_iou(box1, box2, eps=1e-7):
 
 
 def nms(boxes, scores, iou_thres, max_det):
-    """Greedy NMS; indices of kept boxes, best first. Stops at max_det kept boxes, so it runs at most
-    max_det rounds of one vectorised IoU row each."""
+    """Greedy NMS; indices of kept boxes, best first, at most max_det. Score-sorted boxes go in blocks: the
+    IoU matrix of a block is computed at once on the device and scanned on the host (yolocore.boxes.greedy_keep),
+    a few transfers per block instead of one device round trip per kept box."""
+    # On the CPU a block's IoU matrix costs block^2 work, on a GPU each block costs a host round trip.
+    block = NMS_BLOCK_GPU if jt.flags.use_cuda else NMS_BLOCK_CPU
     order, _ = scores.argsort(descending=True)
-    keep = []
-    while order.numel() and len(keep) < max_det:
-        i = order[0]  # shape (1,) in Jittor, so boxes[i] is already a (1, 4) row
-        keep.append(i)
-        if order.numel() == 1:
+    keep = order[:0]
+    for start in range(0, order.numel(), block):
+        idx = order[start:start + block]
+        b = boxes[idx]
+        suppressed = (box_iou(boxes[keep], b) > iou_thres).any(0)
+        chosen = greedy_keep((box_iou(b, b) > iou_thres).numpy(), suppressed.numpy(), max_det - len(keep))
+        keep = jt.concat((keep, idx[jt.array(chosen)]))
+        if len(keep) == max_det:
             break
-        iou = box_iou(boxes[i], boxes[order[1:]])[0]
-        order = order[1:][iou <= iou_thres]
-    return jt.concat(keep) if keep else jt.zeros(0, dtype=jt.int32)
+    return keep
 
 
 def non_max_suppression(prediction, conf_thres=0.25, iou_thres=0.45, classes=None, agnostic=False,

@@ -1,7 +1,10 @@
 """Non-maximum suppression in plain torch: torchvision's compiled ops do not load with the CPU torch used here."""
 import torch
 
+from yolocore.boxes import greedy_keep
+
 MAX_WH = 7680  # class offset larger than any image side, so boxes of different classes never overlap
+NMS_BLOCK_CPU, NMS_BLOCK_GPU = 256, 2048  # boxes per IoU matrix in nms
 
 
 def xywh2xyxy(x):
@@ -23,18 +26,22 @@ def box_iou(box1, box2, eps=1e-7):
 
 
 def nms(boxes, scores, iou_thres, max_det):
-    """Greedy NMS; indices of kept boxes, best first. Stops at max_det kept boxes, so it runs at most
-    max_det rounds of one vectorised IoU row each."""
+    """Greedy NMS; indices of kept boxes, best first, at most max_det. Score-sorted boxes go in blocks: the
+    IoU matrix of a block is computed at once on the device and scanned on the host (yolocore.boxes.greedy_keep),
+    a few transfers per block instead of one device round trip per kept box."""
+    # On the CPU a block's IoU matrix costs block^2 work, on a GPU each block costs a host round trip.
+    block = NMS_BLOCK_CPU if boxes.device.type == "cpu" else NMS_BLOCK_GPU
     order = scores.argsort(descending=True)
-    keep = []
-    while order.numel() and len(keep) < max_det:
-        i = order[0]
-        keep.append(i)
-        if order.numel() == 1:
+    keep = order[:0]
+    for start in range(0, order.numel(), block):
+        idx = order[start:start + block]
+        b = boxes[idx]
+        suppressed = (box_iou(boxes[keep], b) > iou_thres).any(0)
+        chosen = greedy_keep((box_iou(b, b) > iou_thres).cpu().numpy(), suppressed.cpu().numpy(), max_det - len(keep))
+        keep = torch.cat((keep, idx[torch.from_numpy(chosen).to(idx.device)]))
+        if len(keep) == max_det:
             break
-        iou = box_iou(boxes[i][None], boxes[order[1:]])[0]
-        order = order[1:][iou <= iou_thres]
-    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
+    return keep
 
 
 def non_max_suppression(prediction, conf_thres=0.25, iou_thres=0.45, classes=None, agnostic=False,
