@@ -4,6 +4,7 @@
     python YOLOv5Pytorch/train.py --cfg yolov5s.yaml --data data/NWPU.yaml --imgsz 512 --epochs 150 --batch-size 32
     python YOLOv5Pytorch/train.py --mode KD --cfg yolov5n.yaml --teacher runs/train/exp/weights/best.pt --data ...
     python YOLOv5Pytorch/train.py --resume runs/train/exp2/weights/last.pt
+    torchrun --nproc_per_node 4 YOLOv5Pytorch/train.py --batch-size 64 ...      # DDP; --batch-size is global
 """
 import argparse
 import sys
@@ -30,6 +31,7 @@ from yolocore.recipe import (
     NBS,
     loss_gains,
     lr_lambda,
+    per_process_batch,
     results_row,
     scaled_weight_decay,
     warmup,
@@ -44,13 +46,20 @@ from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, s
 from YOLOv5Pytorch.utils.dataloader import create_dataloader, set_epoch
 from YOLOv5Pytorch.utils.framework import (
     ModelEMA,
+    all_reduce_mean,
     autocast,
+    barrier,
+    broadcast_flag,
+    close_distributed,
     grad_scaler,
     images_to_tensor,
+    init_distributed,
     init_seeds,
     load_optimizer_state,
+    main_process_first,
     optimizer_state,
-    select_device,
+    parallel,
+    sync_batchnorm,
 )
 from YOLOv5Pytorch.utils.loss import ComputeLoss
 
@@ -67,9 +76,9 @@ def parse_opt(argv=None):
     p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
     p.add_argument("--hyp", default=str(TREE / "hyp.scratch-low.yaml"), help="hyperparameter yaml")
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="global batch, shared by all processes")
     p.add_argument("--imgsz", type=int, default=640, help="train and val image size (pixels)")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (torchrun: one GPU per process)")
     p.add_argument("--workers", type=int, default=8, help="data-loading processes")
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
@@ -80,6 +89,7 @@ def parse_opt(argv=None):
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     p.add_argument("--noautoanchor", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all processes (torchrun)")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower)")
     opt = p.parse_args(argv)
     if opt.mode == "KD" and not opt.teacher and not opt.resume:
@@ -160,8 +170,8 @@ def optimizer_step(ctx):
 
 def train_one_epoch(ctx, epoch):
     """One pass over the training data; returns the mean losses (detection, then FGD terms in KD mode)."""
-    model, optimizer, opt, hyp = ctx["model"], ctx["optimizer"], ctx["opt"], ctx["hyp"]
-    loader, device, fgd = ctx["train_loader"], ctx["device"], ctx["fgd"]
+    model, optimizer, opt, hyp = ctx["parallel_model"], ctx["optimizer"], ctx["opt"], ctx["hyp"]
+    loader, device, fgd, main = ctx["train_loader"], ctx["device"], ctx["parallel_fgd"], ctx["rank"] == 0
     model.train()
     if fgd is not None:
         fgd.train()
@@ -172,8 +182,9 @@ def train_one_epoch(ctx, epoch):
     for group in optimizer.param_groups:
         group["lr"] = hyp["lr0"] * lf(epoch)
     mloss = torch.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0), device=device)
-    print(("\n" + "%11s" * 6) % ("Epoch", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
-    bar = tqdm(enumerate(loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
+    if main:
+        print(("\n" + "%11s" * 6) % ("Epoch", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+    bar = tqdm(enumerate(loader), total=nb, bar_format="{l_bar}{bar:10}{r_bar}", disable=not main)
     for i, (imgs, targets, paths, _) in bar:
         ni = i + nb * epoch
         if ni <= nw:
@@ -185,12 +196,16 @@ def train_one_epoch(ctx, epoch):
         with autocast(device):
             if fgd is None:
                 preds = model(im)
-                loss, items = ctx["compute_loss"](preds, targets)
             else:
                 preds, s_feats = model(im, feature_layers=opt.kd_layers)
+            loss, items = ctx["compute_loss"](preds, targets)
+            # YOLOv5's loss is summed over this process's images and the processes average their gradients:
+            # times world_size (as ultralytics does), a step equals a single process's on the same global batch.
+            # FGD's terms are means over images already, so averaging keeps them as they are.
+            loss = loss * ctx["world_size"]
+            if fgd is not None:
                 with torch.no_grad():
                     t_feats = ctx["teacher"](im, feature_layers=opt.kd_layers)[1]
-                loss, items = ctx["compute_loss"](preds, targets)
                 kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
                 loss = loss + hyp["kd_weight"] * kd_loss
                 items = torch.cat((items, hyp["kd_weight"] * torch.cat((kd_loss.detach().reshape(1), kd_terms))))
@@ -204,9 +219,9 @@ def train_one_epoch(ctx, epoch):
             raise FloatingPointError(f"epoch {epoch} batch {i}: loss is {loss.item()}; lower lr0 or check the labels")
         bar.set_description(("%11s" + "%11.4g" * 3 + "%11i" * 2)
                             % (f"{epoch + 1}/{opt.epochs}", *mloss[:3].tolist(), targets.shape[0], im.shape[-1]))
-        if epoch == ctx["start_epoch"] and i < 3:
+        if main and epoch == ctx["start_epoch"] and i < 3:
             plot_images(imgs, targets.cpu().numpy(), paths, ctx["save_dir"] / f"train_batch{i}.jpg", ctx["names"])
-    return mloss.cpu().tolist()
+    return all_reduce_mean(mloss).cpu().tolist()
 
 
 def make_checkpoint(ctx, epoch):
@@ -232,6 +247,7 @@ def resume_options(opt):
     resumed = argparse.Namespace(**ckpt["opt"])
     resumed.resume, resumed.weights, resumed.exist_ok = str(path), "", True
     resumed.device, resumed.workers = opt.device or resumed.device, opt.workers
+    resumed.sync_bn = opt.sync_bn or vars(resumed).get("sync_bn", False)
     return resumed, ckpt
 
 
@@ -249,7 +265,9 @@ def restore(ctx, ckpt):
 
 def setup(opt):
     """Everything a run needs, as one context dict: folders, data, model, teacher and FGD, optimizer, EMA, and
-    the state of a resumed run. Both trees build the same context, so a test can step them in lockstep."""
+    the state of a resumed run. Both trees build the same context, so a test can step them in lockstep.
+    Under torchrun every process builds it: its share of the data, the teacher, the DDP wrappers; rank 0 alone
+    writes files and validates."""
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_options(opt)
@@ -257,24 +275,33 @@ def setup(opt):
     else:
         save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
         opt.save_dir = str(save_dir)
+    rank, world_size, device = init_distributed(opt.device)
+    barrier()  # every process has named the run folder before rank 0 creates it
+    batch_size = per_process_batch(opt.batch_size, world_size)
     hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp)
-    device = select_device(opt.device)
-    data = prepare_data(opt)
+    with main_process_first(rank):
+        data = prepare_data(opt)
     names = data["names"]
     init_seeds(opt.seed, opt.deterministic)
-    (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-    save_yaml(save_dir / "hyp.yaml", hyp)
-    save_yaml(save_dir / "opt.yaml", vars(opt))
 
     model = build_model(opt, data, device)
+    if opt.sync_bn:
+        model = sync_batchnorm(model, device)
     teacher = load_teacher(opt.teacher, names, device) if opt.mode == "KD" else None
     fgd = build_fgd(model, teacher, opt.kd_layers, hyp, opt.imgsz, device) if teacher is not None else None
-    train_loader, dataset = create_dataloader(data["train"], opt.imgsz, opt.batch_size, data["nc"], hyp, augment=True,
-                                              shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ")
-    val_loader, _ = create_dataloader(data["val"], opt.imgsz, opt.batch_size * 2, data["nc"], seed=opt.seed,
-                                      workers=opt.workers, prefix="val: ")
+    if rank == 0:
+        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+        save_yaml(save_dir / "hyp.yaml", hyp)
+        save_yaml(save_dir / "opt.yaml", vars(opt))
+    with main_process_first(rank):
+        train_loader, dataset = create_dataloader(data["train"], opt.imgsz, batch_size, data["nc"], hyp, augment=True,
+                                                  shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ",
+                                                  rank=rank, world_size=world_size)
+        val_loader = create_dataloader(data["val"], opt.imgsz, batch_size * 2, data["nc"], seed=opt.seed,
+                                       workers=opt.workers, prefix="val: ")[0] if rank == 0 else None
     if not ckpt:
-        plot_labels(np.concatenate(dataset.labels, 0), names, save_dir)
+        if rank == 0:
+            plot_labels(np.concatenate(dataset.labels, 0), names, save_dir)
         if not opt.noautoanchor:
             autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)
 
@@ -288,14 +315,22 @@ def setup(opt):
                train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=0.0, best_epoch=-1)
     if ckpt:
         ctx["start_epoch"], ctx["best_fitness"], ctx["best_epoch"] = restore(ctx, ckpt)
-        truncate_results(save_dir / "results.csv", ckpt["epoch"])
-        print(f"Resuming {opt.resume} from epoch {ctx['start_epoch'] + 1}/{opt.epochs}")
+        if rank == 0:
+            truncate_results(save_dir / "results.csv", ckpt["epoch"])
+            print(f"Resuming {opt.resume} from epoch {ctx['start_epoch'] + 1}/{opt.epochs}")
     ctx["last_opt_step"] = ctx["start_epoch"] * len(train_loader) - 1
+    # The FGD module's align convs and GcBlocks train too: DDP averages their gradients like the student's (one
+    # mechanism for every trained parameter, overlapped with backward). Checkpoints take ctx's unwrapped modules.
+    ctx.update(rank=rank, world_size=world_size, parallel_model=parallel(model, device),
+               parallel_fgd=parallel(fgd, device) if fgd is not None else None)
     return ctx
 
 
 def end_epoch(ctx, epoch, losses):
-    """Validate (unless --noval), log the epoch, save the last and best checkpoints; True when patience runs out."""
+    """On rank 0: validate (unless --noval), log the epoch, save the last and best checkpoints. True, on every
+    process, when patience runs out."""
+    if ctx["rank"] != 0:
+        return broadcast_flag(False)
     opt, weights_dir = ctx["opt"], ctx["save_dir"] / "weights"
     measured = not opt.noval or epoch + 1 == opt.epochs
     if measured:
@@ -312,28 +347,31 @@ def end_epoch(ctx, epoch, losses):
         ctx["best_epoch"] = epoch
         save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"best{SUFFIX}")
     save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"last{SUFFIX}")
-    if epoch - ctx["best_epoch"] >= opt.patience:
+    stop = epoch - ctx["best_epoch"] >= opt.patience
+    if stop:
         print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {ctx['best_epoch'] + 1})")
-        return True
-    return False
+    return broadcast_flag(stop)
 
 
 def train(opt):
     ctx = setup(opt)
     opt, save_dir = ctx["opt"], ctx["save_dir"]
-    print(f"Training {opt.mode} for {opt.epochs} epochs, results in {save_dir}")
+    print(f"Training {opt.mode} for {opt.epochs} epochs on process {ctx['rank']} of {ctx['world_size']}, "
+          f"results in {save_dir}")
     for epoch in range(ctx["start_epoch"], opt.epochs):
         losses = train_one_epoch(ctx, epoch)
         if end_epoch(ctx, epoch, losses):
             break
 
-    plot_results(save_dir / "results.csv")
-    best_path = save_dir / "weights" / f"best{SUFFIX}"
-    print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")
-    ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
-    validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,
-                 verbose=True)
-    print(f"Results saved to {save_dir}")
+    if ctx["rank"] == 0:
+        plot_results(save_dir / "results.csv")
+        best_path = save_dir / "weights" / f"best{SUFFIX}"
+        print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")
+        ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
+        validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,
+                     verbose=True)
+        print(f"Results saved to {save_dir}")
+    close_distributed()
     return save_dir
 
 

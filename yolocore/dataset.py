@@ -254,11 +254,13 @@ def _save_cache(path, key, scan):
         return f"label cache {path} not written ({e})"
 
 
-def epoch_order(n, seed, epoch, shuffle=True):
-    """The order in which to visit n items in an epoch: a seeded permutation, the same in every framework."""
-    if not shuffle:
-        return np.arange(n, dtype=np.int64)
-    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+def epoch_order(n, seed, epoch, shuffle=True, rank=0, world_size=1):
+    """The order in which to visit n items in an epoch: a seeded permutation, the same in every framework.
+    With world_size processes, process rank takes every world_size-th item (the order padded from its start to
+    a multiple of world_size): the k-th batches of all processes hold the single-process k-th global batch."""
+    order = np.arange(n, dtype=np.int64) if not shuffle else np.random.default_rng([seed, epoch]).permutation(n)
+    order = np.resize(order.astype(np.int64), -(-n // world_size) * world_size)
+    return order[rank::world_size]
 
 
 class YoloDataset:

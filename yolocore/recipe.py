@@ -47,3 +47,11 @@ def scaled_weight_decay(hyp, batch_size):
     """Weight decay scaled to the batch actually accumulated, as YOLOv5 does."""
     accumulate = max(round(NBS / batch_size), 1)
     return hyp["weight_decay"] * batch_size * accumulate / NBS
+
+
+def per_process_batch(batch_size, world_size):
+    """--batch-size is the global batch: each of world_size processes takes an equal share of it."""
+    if batch_size % world_size:
+        raise ValueError(f"--batch-size {batch_size} is the global batch and must divide evenly over the "
+                         f"{world_size} processes; use a multiple of {world_size}")
+    return batch_size // world_size

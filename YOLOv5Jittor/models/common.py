@@ -17,23 +17,28 @@ class BatchNorm2d(nn.Module):
     in float32) and keeps the biased variance as running_var; both drift from the PyTorch tree in training.
     The batch statistics are summed in float64: Jittor's CPU float32 reductions add in one long pass, and a mean
     over the 409,600 values of a channel (batch 16 at imgsz 320) is off by 1.6e-4, which left train-mode features
-    1e-3 from PyTorch's; float64 brings that to 1e-5 for about 4% of a step."""
+    1e-3 from PyTorch's; float64 brings that to 1e-5 for about 4% of a step.
+    sync (set by --sync-bn under mpirun): the statistics are means over every process's equal batch."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.num_features, self.eps, self.momentum, self.sync = num_features, eps, momentum, False
         self.weight = jt.ones(num_features)
         self.bias = jt.zeros(num_features)
         self.running_mean = jt.zeros(num_features).stop_grad()
         self.running_var = jt.ones(num_features).stop_grad()
 
+    def _channel_mean(self, x64):
+        mean = x64.mean(dims=(0, 2, 3))
+        return mean.mpi_all_reduce("mean") if self.sync and jt.in_mpi else mean
+
     def execute(self, x):
         if self.is_training():
             x64 = x.float64()
-            mean64 = x64.mean(dims=(0, 2, 3))
-            var = ((x64 - mean64.reshape(1, -1, 1, 1)) ** 2).mean(dims=(0, 2, 3)).float32()
+            mean64 = self._channel_mean(x64)
+            var = self._channel_mean((x64 - mean64.reshape(1, -1, 1, 1)) ** 2).float32()
             mean = mean64.float32()
-            n = x.numel() / x.shape[1]
+            n = x.numel() / x.shape[1] * (jt.world_size if self.sync and jt.in_mpi else 1)
             self.running_mean.update(self.running_mean + (mean.detach() - self.running_mean) * self.momentum)
             self.running_var.update(self.running_var + (var.detach() * n / (n - 1) - self.running_var) * self.momentum)
         else:

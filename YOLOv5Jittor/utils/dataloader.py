@@ -10,19 +10,21 @@ from yolocore.dataset import YoloDataset, epoch_order
 
 
 class EpochSampler:
-    """yolocore.dataset.epoch_order as a sampler, so both frameworks see the same batches."""
+    """yolocore.dataset.epoch_order as a sampler, so both frameworks see the same batches; in a run of
+    world_size processes, this process's share of that order."""
 
-    def __init__(self, n, seed, shuffle):
+    def __init__(self, n, seed, shuffle, rank=0, world_size=1):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle).tolist())
+        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle, self.rank, self.world_size).tolist())
 
     def __len__(self):
-        return self.n
+        return -(-self.n // self.world_size)
 
 
 def collate(batch):
@@ -58,11 +60,12 @@ class DataLoader:
 
 
 def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, shuffle=False, seed=0, workers=8,
-                      prefix=""):
+                      prefix="", rank=0, world_size=1):
+    """batch_size is this process's; with world_size > 1 it loads its share of the order (EpochSampler)."""
     dataset = YoloDataset(sources, imgsz=imgsz, augment=augment, hyp=hyp, nc=nc, seed=seed, prefix=prefix)
-    workers = min(os.cpu_count() or 1, batch_size, workers)
-    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)),
-                        sampler=EpochSampler(len(dataset), seed, shuffle), num_workers=workers)
+    workers = min(max((os.cpu_count() or 1) // world_size, 1), batch_size, workers)
+    sampler = EpochSampler(len(dataset), seed, shuffle, rank, world_size)
+    loader = DataLoader(dataset, batch_size=min(batch_size, len(sampler)), sampler=sampler, num_workers=workers)
     return loader, dataset
 
 

@@ -1,10 +1,14 @@
-"""The Jittor side of what cannot mirror between frameworks: devices, seeding, EMA, tensors <-> numpy."""
+"""The Jittor side of what cannot mirror between frameworks: devices, processes, seeding, EMA,
+tensors <-> numpy."""
 import contextlib
 import math
 from copy import deepcopy
+from pathlib import Path
 
 import jittor as jt
 import numpy as np
+
+from YOLOv5Jittor.models.common import BatchNorm2d
 
 
 def select_device(device=""):
@@ -22,11 +26,95 @@ def select_device(device=""):
     return "cuda"
 
 
+def init_distributed(device=""):
+    """(rank, world_size, device). Under mpirun Jittor joins the processes when it is imported (jt.in_mpi,
+    jt.rank, jt.world_size) and, on CUDA, gives each the GPU of its local rank itself. A plain run is
+    (0, 1, select_device(device))."""
+    if jt.in_mpi and jt.rank != 0:
+        own_kernel_cache(jt.rank)
+    return jt.rank, jt.world_size, select_device(device)
+
+
+def own_kernel_cache(rank):
+    """Point this process's JIT-compiled kernels at a folder of its own. The ranks meet each new kernel at the same
+    moment, and Jittor compiles it to one path in its cache without a lock between processes: two ranks writing
+    one file broke a compile and hung the run. Everything else (Jittor's core, generated headers) stays shared
+    through links."""
+    shared = Path(jt.flags.cache_path)
+    own = shared / f"mpi_rank{rank}"
+    for folder in ("jit", "obj_files"):
+        (own / folder).mkdir(parents=True, exist_ok=True)
+    for entry in shared.iterdir():
+        link = own / entry.name
+        if entry.name not in ("jit", "obj_files") and not entry.name.startswith("mpi_rank") and not link.is_symlink():
+            link.symlink_to(entry)
+    jt.flags.cache_path = str(own)
+
+
+def barrier():
+    if jt.in_mpi:
+        jt.mpi.mpi_barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(rank):
+    """Rank 0 runs the block first (writing the synthetic data, label caches), the others then read its files."""
+    if rank != 0:
+        barrier()
+    yield
+    if rank == 0:
+        barrier()
+
+
+def broadcast_flag(flag):
+    """Rank 0's flag on every process (rank 0 alone validates, so it alone decides to stop early)."""
+    if not jt.in_mpi:
+        return bool(flag)
+    return bool(jt.array(np.array([int(flag)], np.int32)).mpi_broadcast(0).item())
+
+
+def all_reduce_mean(values):
+    """The mean over processes of a float array (each process's mean training losses). Every pending operation
+    runs first: Jittor runs the last step's gradient all-reduces lazily, and a process running them later, alone
+    (rank 0 validating), would wait forever for the others."""
+    if not jt.in_mpi:
+        return values
+    jt.sync_all()
+    return jt.array(values).mpi_all_reduce("mean").numpy()
+
+
+def sync_batchnorm(model, device):
+    """--sync-bn: BatchNorm statistics over the images of all processes (the tree's BatchNorm2d all-reduces them
+    when its sync flag is set; Jittor's MPI runs on CPUs too). In place; same parameters and state-dict keys."""
+    if not jt.in_mpi:
+        print("--sync-bn: a single process has nothing to synchronise; plain BatchNorm")
+        return model
+    for m in model.modules():
+        if isinstance(m, BatchNorm2d):
+            m.sync = True
+    return model
+
+
+def parallel(module, device):
+    """What the training step calls. Jittor's optimizer averages the gradients over processes in its backward
+    (and broadcasts rank 0's trained weights on its first step), so the module itself; rank 0's weights and
+    buffers are broadcast now, as DistributedDataParallel does."""
+    if jt.in_mpi:
+        module.mpi_param_broadcast(0)
+        jt.sync_all()
+    return module
+
+
+def close_distributed():
+    """MPI finalises when the process exits."""
+
+
 def init_seeds(seed=0, deterministic=False):
     """Seeds jittor's weight init; data order and augmentation are seeded in yolocore from (seed, epoch, index).
     Pending random ops draw when they run, so they are run first. deterministic: kept for the PyTorch signature."""
     jt.sync_all()
-    jt.set_global_seed(seed)
+    # Every process builds the same initial weights, as in the PyTorch tree (Jittor would add the rank to the seed).
+    jt.set_global_seed(seed, different_seed_for_mpi=False)
 
 
 def autocast(device):

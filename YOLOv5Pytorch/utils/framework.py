@@ -1,10 +1,14 @@
-"""The PyTorch side of what cannot mirror between frameworks: devices, seeding, AMP, EMA, tensors <-> numpy."""
+"""The PyTorch side of what cannot mirror between frameworks: devices, processes, seeding, AMP, EMA,
+tensors <-> numpy."""
+import contextlib
 import math
 import os
 from copy import deepcopy
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 def select_device(device=""):
@@ -20,6 +24,79 @@ def select_device(device=""):
     if index >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     return torch.device(f"cuda:{index}")
+
+
+def init_distributed(device=""):
+    """(rank, world_size, device). Under torchrun (which sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous)
+    this process joins the group: NCCL with the GPU of its LOCAL_RANK (pick GPUs with CUDA_VISIBLE_DEVICES),
+    gloo on CPUs (--device cpu, or no CUDA). A plain run is (0, 1, select_device(device))."""
+    if "LOCAL_RANK" not in os.environ:
+        return 0, 1, select_device(device)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    cpu = str(device).strip().lower() == "cpu" or not torch.cuda.is_available()
+    device = select_device("cpu" if cpu else str(local_rank))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(rank):
+    """Rank 0 runs the block first (writing the synthetic data, label caches), the others then read its files."""
+    if rank != 0:
+        barrier()
+    yield
+    if rank == 0:
+        barrier()
+
+
+def broadcast_flag(flag):
+    """Rank 0's flag on every process (rank 0 alone validates, so it alone decides to stop early)."""
+    if not dist.is_initialized():
+        return bool(flag)
+    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(value, 0)
+    return bool(value.item())
+
+
+def all_reduce_mean(values):
+    """The mean over processes of a float tensor (each process's mean training losses)."""
+    if not dist.is_initialized():
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / dist.get_world_size()
+
+
+def sync_batchnorm(model, device):
+    """--sync-bn: BatchNorm statistics over the images of all processes. Swaps the BatchNorm layers in place
+    (same parameters, same state-dict keys)."""
+    if not dist.is_initialized():
+        print("--sync-bn: a single process has nothing to synchronise; plain BatchNorm")
+        return model
+    if device.type != "cuda":
+        raise ValueError("--sync-bn: torch.nn.SyncBatchNorm runs on CUDA only; train without it on CPUs")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def parallel(module, device):
+    """What the training step calls: module wrapped in DistributedDataParallel, which broadcasts rank 0's weights
+    now and averages the gradients over processes during backward; module itself in a single process."""
+    if not dist.is_initialized():
+        return module
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def close_distributed():
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def init_seeds(seed=0, deterministic=False):

@@ -1,0 +1,36 @@
+"""Started by tests/test_distributed.py under torchrun or mpirun, one copy per process:
+
+    python tests/distributed_step.py pytorch|jittor OUT_DIR TRAIN_PY_ARGS...
+
+builds the run with the tree's own train.setup, trains one epoch with train.train_one_epoch, and writes what this
+process holds afterwards (the student's and FGD's state, and the images it was given) to OUT_DIR/rank<r>.npz,
+so the test can check that the processes shared the data and stayed in step."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def main(tree, out, argv):
+    if tree == "jittor":
+        from YOLOv5Jittor import train
+        from YOLOv5Jittor.utils.framework import state_dict_to_numpy
+    else:
+        from YOLOv5Pytorch import train
+        from YOLOv5Pytorch.utils.framework import state_dict_to_numpy
+    ctx = train.setup(train.parse_opt(argv))
+    ctx["train_loader"].sampler.set_epoch(0)
+    seen = np.array(list(ctx["train_loader"].sampler))
+    train.train_one_epoch(ctx, 0)
+    arrays = {}
+    for part in ("model", "fgd"):
+        if ctx[part] is not None:
+            arrays.update({f"{part}/{k}": v for k, v in state_dict_to_numpy(ctx[part].state_dict()).items()})
+    np.savez(Path(out) / f"rank{ctx['rank']}.npz", seen=seen, world_size=ctx["world_size"], **arrays)
+    train.close_distributed()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
