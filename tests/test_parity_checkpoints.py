@@ -77,6 +77,18 @@ def test_each_tree_evaluates_the_other_trees_checkpoint_the_same(tmp_path, data,
         np.testing.assert_allclose(actual, expected, atol=1e-3, err_msg=str(weights))
 
 
+def test_a_half_precision_checkpoint_evaluates_the_same_in_both_trees(tmp_path, data, torch_weights):
+    """ultralytics (and our GPU study's transfer) store weights in float16: Jittor once kept that dtype, and its
+    convolutions refused float16 weights with float32 images."""
+    ckpt = torch.load(torch_weights, map_location="cpu", weights_only=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+    torch.save({**ckpt, "model": half, "ema": half, "optimizer": None}, tmp_path / "half.pt")
+    argv = ["--weights", str(tmp_path / "half.pt"), "--data", data, "--imgsz", "64", "--workers", "0", "--project",
+            str(tmp_path)]
+    expected = np.array(torch_val.main(torch_val.parse_opt(argv)))
+    np.testing.assert_allclose(np.array(jt_val.main(jt_val.parse_opt(argv))), expected, atol=1e-3)
+
+
 def test_each_tree_detects_the_same_boxes_with_the_other_trees_checkpoint(tmp_path, data, torch_weights, jt_weights):
     source = data.replace("synthetic.yaml", "images/val")
     for weights in (torch_weights, jt_weights):

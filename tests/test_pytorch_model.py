@@ -13,6 +13,10 @@ import torch.nn as nn
 
 from yolocore.augment import letterbox
 from yolocore.boxes import box_iou, scale_boxes
+from yolocore.config import load_data_yaml, load_hyp
+from yolocore.dataset import YoloDataset
+from yolocore.synthetic import make_synthetic_dataset
+from YOLOv5Pytorch import train
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from YOLOv5Pytorch.utils.framework import ModelEMA
@@ -339,3 +343,14 @@ def test_ema_moves_toward_the_model():
     gap_before = sum((before[k] - msd[k]).abs().sum() for k in msd if msd[k].dtype.is_floating_point)
     gap_after = sum((ema.ema.state_dict()[k] - msd[k]).abs().sum() for k in msd if msd[k].dtype.is_floating_point)
     assert gap_after < gap_before * (d + 1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_autoanchor_runs_on_a_cuda_model(tmp_path):
+    """Detect's stride is a plain attribute that .to() leaves on the CPU; AutoAnchor once mixed it with the CUDA
+    anchors, and every GPU training stopped at set-up."""
+    data = load_data_yaml(make_synthetic_dataset(tmp_path, n_train=8, n_val=4, imgsz=128, seed=1))
+    dataset = YoloDataset(data["train"], imgsz=128, nc=data["nc"])
+    model = Model("yolov5n.yaml", nc=data["nc"]).cuda()
+    train.autoanchor(model, dataset, load_hyp(train.TREE / "hyp.scratch-low.yaml"), 128, 0)
+    assert model.model[-1].anchors.is_cuda

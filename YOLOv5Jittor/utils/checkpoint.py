@@ -2,6 +2,8 @@
 arrays and plain containers) and reads both its own .pkl and the PyTorch tree's .pt."""
 from pathlib import Path
 
+import numpy as np
+
 from yolocore.checkpoint_io import read_checkpoint, state_dict_mismatch, write_pickle_checkpoint
 from YOLOv5Jittor.models.yolo import Model
 
@@ -32,12 +34,14 @@ def load_checkpoint(path):
 
 def load_weights(module, weights, source):
     """load_state_dict that checks keys and shapes first (Jittor's only logs a mismatch) and ignores PyTorch's
-    BatchNorm counters, which Jittor does not keep."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    problem = state_dict_mismatch(expected, {k: v.shape for k, v in weights.items()})
+    BatchNorm counters, which Jittor does not keep. Values take the model's dtypes, as PyTorch's copy does:
+    Jittor would keep a half-precision checkpoint's float16, and its convolutions refuse float16 weights with
+    float32 images."""
+    own = module.state_dict()
+    problem = state_dict_mismatch({k: tuple(v.shape) for k, v in own.items()}, {k: v.shape for k, v in weights.items()})
     if problem:
         raise ValueError(f"{source}: weights do not fit the model: {problem}")
-    module.load_state_dict({k: v for k, v in weights.items() if k in expected})
+    module.load_state_dict({k: np.asarray(v).astype(str(own[k].dtype)) for k, v in weights.items() if k in own})
 
 
 def model_from_checkpoint(ckpt, device=None, use_ema=True):

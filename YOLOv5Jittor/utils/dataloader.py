@@ -3,6 +3,7 @@
 Jittor's own Dataset turns every batch into Vars inside its workers and counts len() in batches; this loader
 keeps the PyTorch tree's contract instead (numpy images and targets, len() in batches of the sampler's order),
 so both trees see exactly the same batches."""
+import collections
 import multiprocessing
 import os
 
@@ -39,7 +40,8 @@ def _load_batch(indices):
 
 
 class DataLoader:
-    """Worker processes (forked each epoch, so they see set_epoch) load the batches in order."""
+    """Worker processes (forked each epoch, so they see set_epoch) load the batches in order, at most two per
+    worker ahead of the consumer."""
 
     def __init__(self, dataset, batch_size, sampler, num_workers):
         self.dataset, self.batch_size, self.sampler, self.num_workers = dataset, batch_size, sampler, num_workers
@@ -55,8 +57,23 @@ class DataLoader:
             yield from (collate([self.dataset[i] for i in b]) for b in batches)
             return
         _worker_dataset = self.dataset
-        with multiprocessing.get_context("fork").Pool(self.num_workers) as pool:
-            yield from pool.imap(_load_batch, batches)
+        pool = multiprocessing.get_context("fork").Pool(self.num_workers)
+        in_flight = collections.deque()
+        try:
+            for batch in batches:
+                in_flight.append(pool.apply_async(_load_batch, (batch,)))
+                if len(in_flight) > 2 * self.num_workers:
+                    yield in_flight.popleft().get()
+            while in_flight:
+                yield in_flight.popleft().get()
+        finally:
+            # When the loop stops early (an error in the training step, a break), let the few batches in flight
+            # arrive instead of Pool.terminate(): a worker still sending a large batch holds the result queue's
+            # lock, terminate() waits for that lock, and the process hung without showing the error.
+            for result in in_flight:
+                result.wait()
+            pool.close()
+            pool.join()
 
 
 def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, shuffle=False, seed=0, workers=8,
