@@ -76,6 +76,11 @@ def box_iou(box1, box2, eps=1e-7):
     return inter / (area1[:, None] + area2[None, :] - inter + eps)
 
 
+# Boxes per IoU matrix in both trees' nms: on a CPU a block's matrix costs block^2 work, on a GPU each block costs
+# a host round trip.
+NMS_BLOCK_CPU, NMS_BLOCK_GPU = 256, 2048
+
+
 def greedy_keep(overlaps, suppressed, limit):
     """Greedy NMS over one block of score-sorted boxes, given which pairs overlap too much.
 

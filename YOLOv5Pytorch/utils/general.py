@@ -1,10 +1,9 @@
 """Non-maximum suppression in plain torch: torchvision's compiled ops do not load with the CPU torch used here."""
 import torch
 
-from yolocore.boxes import greedy_keep
+from yolocore.boxes import NMS_BLOCK_CPU, NMS_BLOCK_GPU, greedy_keep
 
 MAX_WH = 7680  # class offset larger than any image side, so boxes of different classes never overlap
-NMS_BLOCK_CPU, NMS_BLOCK_GPU = 256, 2048  # boxes per IoU matrix in nms
 
 
 def xywh2xyxy(x):
@@ -29,7 +28,6 @@ def nms(boxes, scores, iou_thres, max_det):
     """Greedy NMS; indices of kept boxes, best first, at most max_det. Score-sorted boxes go in blocks: the
     IoU matrix of a block is computed at once on the device and scanned on the host (yolocore.boxes.greedy_keep),
     a few transfers per block instead of one device round trip per kept box."""
-    # On the CPU a block's IoU matrix costs block^2 work, on a GPU each block costs a host round trip.
     block = NMS_BLOCK_CPU if boxes.device.type == "cpu" else NMS_BLOCK_GPU
     order = scores.argsort(descending=True)
     keep = order[:0]
