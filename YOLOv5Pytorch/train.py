@@ -23,6 +23,7 @@ from tqdm import tqdm
 from yolocore.anchors import check_anchors, label_wh
 from yolocore.cli import run_script
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
+from yolocore.host_memory import retain_freed_memory
 from yolocore.metrics import fitness
 from yolocore.plots import plot_images, plot_labels, plot_results
 from yolocore.recipe import (
@@ -197,6 +198,10 @@ def train_one_epoch(ctx, epoch):
             if fgd is None:
                 preds = model(im)
             else:
+                # The frozen teacher first: it frees its activations as it goes, so its peak does not add up with
+                # the activations the student keeps for the backward pass.
+                with torch.no_grad():
+                    t_feats = ctx["teacher"](im, feature_layers=opt.kd_layers)[1]
                 preds, s_feats = model(im, feature_layers=opt.kd_layers)
             loss, items = ctx["compute_loss"](preds, targets)
             # YOLOv5's loss is summed over this process's images and the processes average their gradients:
@@ -204,8 +209,6 @@ def train_one_epoch(ctx, epoch):
             # FGD's terms are means over images already, so averaging keeps them as they are.
             loss = loss * ctx["world_size"]
             if fgd is not None:
-                with torch.no_grad():
-                    t_feats = ctx["teacher"](im, feature_layers=opt.kd_layers)[1]
                 kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
                 loss = loss + hyp["kd_weight"] * kd_loss
                 items = torch.cat((items, hyp["kd_weight"] * torch.cat((kd_loss.detach().reshape(1), kd_terms))))
@@ -283,6 +286,7 @@ def setup(opt):
         data = prepare_data(opt)
     names = data["names"]
     init_seeds(opt.seed, opt.deterministic)
+    retain_freed_memory()
 
     model = build_model(opt, data, device)
     if opt.sync_bn:

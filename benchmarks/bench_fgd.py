@@ -1,5 +1,6 @@
-"""Forward+backward time of FGDLoss against the official-style loop (a Python loop over images and boxes
-builds the masks, as mmdet FeatureLoss does; every other term is the same batched tensor code).
+"""Forward+backward time of FGDLoss against the official-style loss: a Python loop over images and boxes builds
+the masks, and the terms follow mmdet FeatureLoss's arithmetic on batched tensors (both GcBlocks' output maps, the
+weighted squared error built map by map). FGDLoss builds the masks by broadcasting and reads the maps fewer times.
 
 Setting of the issue: batch 16, imgsz 512, strides 8/16/32, yolov5n neck channels as student, yolov5s as teacher,
 5 and 50 boxes per image. Prints figures only; run from the repository root with

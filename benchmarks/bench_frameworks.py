@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from yolocore.host_memory import retain_freed_memory
 from yolocore.recipe import loss_gains, scaled_weight_decay
 
 GOAL_RATIO = 1.5  # the issue's goal: Jittor (with oneDNN) within 1.5x of PyTorch on the CPU
@@ -222,6 +223,7 @@ def child(args):
     """Serves the parent: builds every step, answers 'ready', then runs the step named on each stdin line."""
     # The protocol gets the real stdout; everything else printed (Jittor's compile progress) goes to stderr.
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    retain_freed_memory()  # as train.py does, in both trees
     os.dup2(2, 1)
     folder = Path(args.child_work)
     setup = json.loads((folder / "setup.json").read_text())

@@ -6,11 +6,12 @@ one teacher forward plus that 10% (of the KD step). Timed on one mosaic batch of
 - teacher forward: yolov5s in eval mode under no_grad, returning the --layers feature maps;
 - FGD: FGDLoss forward + backward alone, on the real student/teacher maps of that batch (student maps detached, so
   the backward stops at them);
-- KD step: train.py's --mode KD body: student forward with features, teacher forward, ComputeLoss, FGD,
+- KD step: train.py's --mode KD body: teacher forward, student forward with features, ComputeLoss, FGD,
   backward, optimizer step over student + FGD parameters.
 The four are timed round-robin, so load from other processes spreads over all of them; medians are reported.
-Weights are random: the cost of these steps does not depend on them. OMP_WAIT_POLICY defaults to PASSIVE (see
-below); the header prints threads, wait policy and the load average.
+Weights are random: the cost of these steps does not depend on them. Freed memory is kept for reuse, as train.py
+does (yolocore.host_memory). OMP_WAIT_POLICY defaults to PASSIVE (see below); the header prints threads, wait
+policy and the load average.
 
     python benchmarks/bench_kd.py [--imgsz 320] [--batch-size 16] [--device cpu] [--iters 5]
 """
@@ -41,6 +42,7 @@ from benchmarks.bench_train import (
     train_step,
     trainer,
 )
+from yolocore.host_memory import retain_freed_memory
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.models.yolo import Model
@@ -66,9 +68,9 @@ def fgd_step(fgd: FGDLoss, student_feats, teacher_feats, targets):
 def kd_step(ctx, teacher, im, targets, layers, kd_weight):
     """The --mode KD body of train.py's train_one_epoch, stepping the optimizer every time."""
     with autocast(im.device):
-        preds, s_feats = ctx["model"](im, feature_layers=layers)
         with torch.no_grad():
             t_feats = teacher(im, feature_layers=layers)[1]
+        preds, s_feats = ctx["model"](im, feature_layers=layers)
         loss, items = ctx["compute_loss"](preds, targets)
         kd_loss, kd_terms = ctx["fgd"](s_feats, t_feats, targets)
         loss = loss + kd_weight * kd_loss
@@ -106,6 +108,7 @@ def verdict(ok):
 
 def main():
     args = parse_args()
+    retain_freed_memory()
     device = select_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -40,6 +40,7 @@ if __package__ in (None, ""):
 import torch
 
 from yolocore.config import load_hyp
+from yolocore.host_memory import retain_freed_memory
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.train import NBS, TREE, build_optimizer, loss_gains, optimizer_step, prepare_data
@@ -145,6 +146,7 @@ def eval_forward(model, im):
 
 def measure(cfg, args):
     """All figures for one model; runs inside the child process."""
+    retain_freed_memory()  # as train.py does
     device = select_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
