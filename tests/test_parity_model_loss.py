@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from YOLOv5Jittor.models.common import BatchNorm2d as JtBatchNorm2d
 from YOLOv5Jittor.models.yolo import Model as JtModel
 from YOLOv5Jittor.models.yolo import count_parameters as jt_count_parameters
 from YOLOv5Jittor.utils.framework import ModelEMA as JtModelEMA
@@ -112,6 +113,34 @@ def test_train_outputs_features_and_running_stats_agree(models, images):
     finally:  # the module-scoped models stay identical for the other tests
         torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in torch_before.items()})
         jt_model.load_state_dict(jt_before)
+
+
+def test_train_mode_batchnorm_and_its_gradient_agree():
+    """The Jittor tree's BatchNorm2d writes its train-mode gradient out (TrainNorm); on a channel of 102,400 values
+    it must give PyTorch's output, input and parameter gradients and running statistics."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(3.0, 0.5, (4, 6, 160, 160)).astype(np.float32)  # a mean well off zero tests the centring
+    grad_y = rng.normal(0, 1, x.shape).astype(np.float32)
+    weight, bias = rng.uniform(0.5, 1.5, 6).astype(np.float32), rng.normal(0, 0.2, 6).astype(np.float32)
+    torch_bn, jt_bn = torch.nn.BatchNorm2d(6, eps=1e-3, momentum=0.03), JtBatchNorm2d(6, eps=1e-3, momentum=0.03)
+    with torch.no_grad():
+        torch_bn.weight.copy_(torch.from_numpy(weight))
+        torch_bn.bias.copy_(torch.from_numpy(bias))
+    jt_bn.weight.update(jt.array(weight))
+    jt_bn.bias.update(jt.array(bias))
+    torch_x = torch.from_numpy(x).requires_grad_()
+    torch_y = torch_bn.train()(torch_x)
+    torch_y.backward(torch.from_numpy(grad_y))
+    jt_x = jt.array(x)
+    jt_bn.train()
+    jt_y = jt_bn(jt_x)
+    grads = jt.grad((jt_y * jt.array(grad_y)).sum(), [jt_x, jt_bn.weight, jt_bn.bias])
+    pairs = {"output": (torch_y, jt_y), "input gradient": (torch_x.grad, grads[0]),
+             "weight gradient": (torch_bn.weight.grad, grads[1]), "bias gradient": (torch_bn.bias.grad, grads[2]),
+             "running_mean": (torch_bn.running_mean, jt_bn.running_mean),
+             "running_var": (torch_bn.running_var, jt_bn.running_var)}
+    for name, (expected, actual) in pairs.items():
+        assert max_rel_error(expected.detach().numpy(), actual.numpy()) < 1e-5, name
 
 
 def test_model_ema_agrees_and_keeps_the_keys(models):
