@@ -121,7 +121,7 @@ def build_model(opt, data, device):
         state = model.state_dict()
         # Transfer whatever fits (a checkpoint with other classes keeps its backbone and neck).
         fitting = {k: v for k, v in weights.items() if k in state and tuple(v.shape) == tuple(state[k].shape)}
-        model.load_state_dict(fitting, strict=False)
+        model.load_state_dict({k: np.asarray(v).astype(str(state[k].dtype)) for k, v in fitting.items()})
         print(f"Transferred {len(fitting)}/{len(state)} items from {opt.weights}")
     else:
         model = Model(opt.cfg, nc=data["nc"])

@@ -119,14 +119,26 @@ def test_convert_round_trip_keeps_the_weights_and_is_not_resumable(tmp_path, tor
         torch_convert.convert(str(pt))
 
 
-def test_weights_of_the_other_tree_start_a_run(tmp_path, data, jt_weights):
-    opt = torch_train.parse_opt(["--weights", str(jt_weights), "--data", data, "--imgsz", "64", "--workers", "0",
-                                 "--epochs", "1", "--project", str(tmp_path)])
-    model = torch_train.build_model(opt, {"nc": 5, "names": list("abcde")}, torch.device("cpu"))
-    ema = read_checkpoint(jt_weights)["ema"]
-    for k, v in model.state_dict().items():
-        if not k.endswith("num_batches_tracked"):
-            np.testing.assert_array_equal(v.numpy(), ema[k], err_msg=k)
+@pytest.mark.parametrize("tree", [torch_train, jt_train], ids=["pytorch", "jittor"])
+@pytest.mark.parametrize("source", ["pytorch", "jittor"])
+def test_weights_start_a_run_in_either_tree(tmp_path, data, torch_weights, jt_weights, tree, source):
+    """--weights takes either tree's checkpoint; with other classes the backbone and neck transfer and the
+    Detect outputs (which hold the classes) keep their fresh values."""
+    weights = torch_weights if source == "pytorch" else jt_weights
+    ema = read_checkpoint(weights)["ema"]
+    for nc in (5, 3):
+        opt = tree.parse_opt(["--weights", str(weights), "--data", data, "--imgsz", "64", "--workers", "0",
+                              "--epochs", "1", "--project", str(tmp_path)])
+        device = torch.device("cpu") if tree is torch_train else None  # Jittor's build_model takes no device
+        model = tree.build_model(opt, {"nc": nc, "names": list("abcde")[:nc]}, device)
+        state = {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+        detect_outputs = {k for k in state if k.startswith("model.24.m.")}
+        assert len(detect_outputs) == 6
+        for k, v in state.items():
+            if nc == 5 or k not in detect_outputs:
+                np.testing.assert_array_equal(v, ema[k], err_msg=f"nc {nc}: {k}")
+            else:
+                assert v.shape != ema[k].shape, k
 
 
 class Payload:
