@@ -121,6 +121,7 @@ def build_model(opt, data, device):
         state = model.state_dict()
         # Transfer whatever fits (a checkpoint with other classes keeps its backbone and neck).
         fitting = {k: v for k, v in weights.items() if k in state and tuple(v.shape) == tuple(state[k].shape)}
+        # Jittor's load_state_dict loads the keys it is given, in their own dtypes: cast to the model's.
         model.load_state_dict({k: np.asarray(v).astype(str(state[k].dtype)) for k, v in fitting.items()})
         print(f"Transferred {len(fitting)}/{len(state)} items from {opt.weights}")
     else:
