@@ -22,8 +22,9 @@ def channel_sum(x):
 class TrainNorm(jt.Function):
     """Train-mode batch normalisation with its gradient written out, as PyTorch's kernel computes it. Jittor's
     automatic gradient of the same expression took 3.4x as long (45 against 13 ms fwd+bwd on a (16, 16, 160, 160)
-    map), a quarter of a yolov5n training step. sync: mean and variance over every process's equal batch, and the
-    gradient of the sum of every process's loss, as an all-reduce in the forward pass implies."""
+    map); written out, a yolov5n training step (imgsz 320, batch 16) takes 500 instead of 620 ms.
+    sync: mean and variance over every process's equal batch, and the gradient of the sum of every process's loss,
+    as an all-reduce in the forward pass implies."""
 
     def execute(self, x, weight, bias, eps, sync):
         self.sync = sync
