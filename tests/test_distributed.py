@@ -214,16 +214,6 @@ def still_hyp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def narrow_cfg(tmp_path_factory):
-    """A student half as wide as yolov5n, so FGD trains its align convs."""
-    cfg = yaml.safe_load(open(pytorch_train.ROOT / "yolocore" / "models" / "yolov5n.yaml"))
-    cfg["width_multiple"] = 0.125
-    path = tmp_path_factory.mktemp("cfg") / "yolov5p.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def single_run(tmp_path_factory, data, tree):
     """A one-epoch single-process run: what a distributed run must look like, and the KD teacher."""
     project = tmp_path_factory.mktemp("single")

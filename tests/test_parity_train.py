@@ -58,16 +58,6 @@ def teacher(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def narrow_cfg(tmp_path_factory):
-    """A student half as wide as the teacher, so FGD trains its align convs."""
-    cfg = yaml.safe_load(open(torch_train.ROOT / "yolocore" / "models" / "yolov5n.yaml"))
-    cfg["width_multiple"] = 0.125
-    path = tmp_path_factory.mktemp("cfg") / "yolov5p.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
 def setup_both(tmp_path, data, hyp, *args):
     argv = ["--data", data, "--hyp", hyp, "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--epochs", "30",
             *args]

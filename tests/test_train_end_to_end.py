@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
 import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
@@ -47,16 +46,6 @@ def assert_run_files(run, tree):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return str(make_synthetic_dataset(tmp_path_factory.mktemp("syn"), n_train=16, n_val=8, imgsz=128, seed=1))
-
-
-@pytest.fixture(scope="module")
-def narrow_cfg(tmp_path_factory):
-    """A student half as wide as yolov5n, so FGD needs its align convs."""
-    cfg = yaml.safe_load(open(pytorch_train.ROOT / "yolocore" / "models" / "yolov5n.yaml"))
-    cfg["width_multiple"] = 0.125
-    path = tmp_path_factory.mktemp("cfg") / "yolov5p.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
 
 
 def run_train(tree, tmp_path, data, *args, name="exp"):

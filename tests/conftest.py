@@ -1,0 +1,15 @@
+"""Fixtures shared by several test files."""
+import pytest
+import yaml
+
+from yolocore.config import ROOT
+
+
+@pytest.fixture(scope="module")
+def narrow_cfg(tmp_path_factory):
+    """yolov5n at width 0.125: a student narrower than its teacher, so FGD trains its align convs."""
+    cfg = yaml.safe_load(open(ROOT / "yolocore" / "models" / "yolov5n.yaml"))
+    cfg["width_multiple"] = 0.125
+    path = tmp_path_factory.mktemp("cfg") / "yolov5p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
