@@ -2,6 +2,7 @@
 
     python YOLOv5Pytorch/study.py --data data/NWPU.yaml --device 0          # imgsz 512, batch 32, 150 epochs
     python YOLOv5Pytorch/study.py --data data/NWPU.yaml --reduced --workers 2   # the CPU protocol
+    python YOLOv5Pytorch/study.py --data data/NWPU.yaml --device 0 --repeats 3  # students at seeds 0, 1, 2
 """
 import sys
 from pathlib import Path

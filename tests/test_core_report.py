@@ -11,7 +11,7 @@ from yolocore import study
 from yolocore.config import load_model_cfg, save_yaml
 from yolocore.evaluation import Evaluator, write_per_class_csv
 from yolocore.recipe import results_row
-from yolocore.report import load_run, write_report
+from yolocore.report import load_run, seeded_name, write_report
 from yolocore.results import append_results
 
 NAMES = ["a", "b", "c"]
@@ -54,7 +54,7 @@ def test_evaluator_without_plots_writes_nothing(tmp_path):
     assert not (tmp_path / "per_class.csv").exists()
 
 
-def fake_run(folder, map50s, per_class_ap50=None, mode="train", epochs=None):
+def fake_run(folder, map50s, per_class_ap50=None, mode="train", epochs=None, seed=0):
     """A run folder as train.py leaves it: results.csv (mAP50-95 = half the mAP50), opt.yaml, and
     per_class.csv when per_class_ap50 is given."""
     folder.mkdir(parents=True)
@@ -62,7 +62,7 @@ def fake_run(folder, map50s, per_class_ap50=None, mode="train", epochs=None):
         append_results(folder / "results.csv", results_row(epoch, [0.1, 0.05, 0.02], [0.5, 0.4, m, m / 2, 0, 0, 0],
                                                           [0.01] * 3))
     save_yaml(folder / "opt.yaml", dict(cfg="yolov5n.yaml", mode=mode, epochs=epochs or len(map50s), imgsz=64,
-                                        batch_size=8, seed=0))
+                                        batch_size=8, seed=seed))
     if per_class_ap50 is not None:
         ap50 = np.array(per_class_ap50, float)
         write_per_class_csv(folder / "per_class.csv", NAMES, [5, 4, 0], [9, 6, 0], ap50 * 0 + 0.5, ap50 * 0 + 0.4,
@@ -88,6 +88,23 @@ def test_report_table_gain_and_plots(tmp_path):
     assert "Tiny protocol." in md and "python YOLOv5Pytorch/train.py --name student" in md
     for png in ("map50_curves.png", "class_ap50.png"):
         assert (tmp_path / "out" / png).stat().st_size > 0
+
+
+def test_report_over_seeds_pairs_each_fgd_student_with_the_plain_student_of_its_seed(tmp_path):
+    fake_run(tmp_path / "teacher", [0.6], [0.8, 0.6])
+    for seed, plain, fgd in ((0, 0.25, None), (1, 0.30, 0.34), (2, 0.20, 0.30)):  # seed 0's FGD run is missing
+        fake_run(tmp_path / seeded_name("student", seed, 0), [plain], [plain, plain], seed=seed)
+        if fgd is not None:
+            fake_run(tmp_path / seeded_name("student_fgd", seed, 0), [fgd], [fgd, fgd], mode="KD", seed=seed)
+    fake_run(tmp_path / "student_fgd_kd0.1", [0.9], [0.9, 0.9], mode="KD")  # not a run of the study
+    md = write_report(tmp_path).read_text()
+    labels = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert labels[1:7] == ["| teacher", "| student, seed 0", "| student, seed 1", "| FGD student, seed 1",
+                           "| student, seed 2", "| FGD student, seed 2"]
+    assert "| student | 3 | 25.0 ± 2.9 | 12.5 ± 1.4 |" in md and "| FGD student | 2 | 32.0 ± 2.0 |" in md
+    assert "over 2 seeds: +7.0 ± 3.0 mAP50 (per seed: +4.0, +10.0), +3.5 ± 1.5 mAP50-95" in md
+    assert "| student (mean of 3 seeds) | FGD student (mean of 2 seeds) |" in md
+    assert "| a | 5 | 9 | 80.0 | 25.0 | 32.0 |" in md and "90.0" not in md
 
 
 def test_a_run_without_per_class_csv_reports_the_best_fitness_epoch(tmp_path):
@@ -126,6 +143,15 @@ def test_presets_and_run_plan(tmp_path):
     assert load_model_cfg(student_cfg)["width_multiple"] == 0.125 and f_argv[f_argv.index("--cfg") + 1] == student_cfg
     assert f_argv[:2] == ["--mode", "KD"] and f_argv[f_argv.index("--teacher") + 1].endswith("teacher/weights/best.pkl")
     assert t_argv[t_argv.index("--imgsz") + 1] == "256" and "--exist-ok" in t_argv
+
+    repeated = study.run_plan(study.parse_opt(["--reduced", "--seed", "3", "--repeats", "2"]), ".pkl")
+    assert [name for name, _ in repeated] == ["teacher", "student", "student_fgd", "student_seed4",
+                                              "student_fgd_seed4"]
+    assert [argv[argv.index("--seed") + 1] for _, argv in repeated] == ["3", "3", "3", "4", "4"]
+    f_argv = repeated[-1][1]
+    assert f_argv[f_argv.index("--teacher") + 1].endswith("teacher/weights/best.pkl")  # one teacher for all seeds
+    with pytest.raises(SystemExit):
+        study.parse_opt(["--repeats", "0"])
 
 
 def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path):

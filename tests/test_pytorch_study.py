@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import pytest
+import yaml
 
 from yolocore.study import StudyLog
 from yolocore.synthetic import make_synthetic_dataset
@@ -71,6 +72,24 @@ def test_rerun_trains_nothing_and_a_missing_final_validation_is_redone(data, pro
     with pytest.raises(ValueError, match="epochs 2 \\(wanted 3\\)"):
         study.main(study_argv(data, project, "--epochs", "3"))
     assert (project / "study.json").read_text() == log  # refused before anything was written
+
+
+def test_repeats_add_seeds_to_a_finished_study(data, project, monkeypatch):
+    trained, real = [], study.TREE.train
+
+    def recording(opt):
+        trained.append(opt.name)
+        return real(opt)
+
+    monkeypatch.setattr(study, "TREE", dataclasses.replace(study.TREE, train=recording))
+    study.main(study_argv(data, project, "--repeats", "2"))
+    assert trained == ["student_seed1", "student_fgd_seed1"]  # the teacher and seed 0's pair are reused
+    fgd_opt = yaml.safe_load((project / "student_fgd_seed1" / "opt.yaml").read_text())
+    assert fgd_opt["seed"] == 1 and fgd_opt["teacher"].endswith("teacher/weights/best.pt")
+    md = (project / "study.md").read_text()
+    assert "| FGD student, seed 1 |" in md and "| student | 2 |" in md
+    assert "FGD student minus plain student of the same seed, over 2 seeds" in md
+    assert "students at seeds 0-1" in md
 
 
 def test_runs_trains_only_the_chosen_runs(data, tmp_path):

@@ -9,6 +9,7 @@ import torch
 
 import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
 import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
+from yolocore.config import load_hyp, save_yaml
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Jittor import detect as jittor_detect
 from YOLOv5Jittor import train as jittor_train
@@ -132,6 +133,25 @@ def test_kd_run_logs_fgd_terms_and_resumes(tmp_path, data, tree, teacher_run, na
                                                 "--imgsz", "64", "--workers", "0", "--project", str(tmp_path),
                                                 "--name", "val_kd"]))
     assert all(0 <= x <= 1 for x in results[:4]), "a KD checkpoint must evaluate like a student checkpoint"
+
+
+def test_kd_at_kd_weight_0_trains_the_student_as_plain_training_does(tmp_path, data, tree, teacher_run):
+    """A seed fixes the initial weights and the batches in both modes, so the FGD student differs from the plain
+    student of its seed by the FGD term alone: the study's comparison by seed rests on this."""
+    hyp = load_hyp(tree.train.TREE / "hyp.scratch-low.yaml")
+    hyp["kd_weight"] = 0.0
+    save_yaml(tmp_path / "hyp.yaml", hyp)
+    common = ("--cfg", "yolov5n.yaml", "--epochs", "2", "--seed", "3", "--noval", "--hyp", str(tmp_path / "hyp.yaml"))
+    plain = run_train(tree, tmp_path, data, *common, name="plain")
+    kd = run_train(tree, tmp_path, data, *common, "--mode", "KD", "--teacher", str(weights(teacher_run, "best", tree)),
+                   name="kd")
+    a, b = (tree.ckpt.load_checkpoint(weights(run, "last", tree)) for run in (plain, kd))
+    assert b["fgd"] and a["model"].keys() == b["model"].keys()
+    # PyTorch agrees bit for bit; Jittor to float rounding (its fused kernels sum the FGD branch's zero gradients
+    # and the optimizer's norm over more parameters in another order). Another start or batch order moves the
+    # weights by 1e-3 and more.
+    for k, v in a["model"].items():
+        np.testing.assert_allclose(np.asarray(b["model"][k]), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=k)
 
 
 def test_kd_refuses_a_teacher_with_other_classes(tmp_path, data, tree, teacher_run):

@@ -4,12 +4,15 @@
 
 Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, and per_class.csv from the
 final validation of the best weights (P, R, AP50, AP50-95 per class). study.json, written by yolocore.study beside the
-runs, adds the exact commands, the wall time and the device; without it those columns say "n/a".
+runs, adds the exact commands, the wall time and the device; without it those columns say "n/a". A study with
+several seeds (yolocore.study --repeats) has a student and an FGD student folder per seed; the report adds their
+means over seeds and the FGD gain paired by seed, each with its standard error.
 """
 import argparse
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -23,11 +26,35 @@ from yolocore.cli import run_script
 from yolocore.config import load_model_cfg, load_yaml
 from yolocore.metrics import fitness
 
-RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student"}  # run folder -> label
+RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student"}  # run kind -> label
 RUN_COLORS = ("dimgray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
+SEEDED_RUN = re.compile(r"(student|student_fgd)_seed(\d+)")
 STUDY_JSON = "study.json"
 MAP50, MAP = "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"
 METRIC_COLUMNS = ("metrics/precision", "metrics/recall", MAP50, MAP)
+
+
+def seeded_name(kind, seed, first_seed):
+    """The run folder of a student kind at a seed. The first seed's keeps the plain name, so a one-seed study
+    grows into a several-seed one without training its runs again."""
+    return kind if seed == first_seed else f"{kind}_seed{seed}"
+
+
+def run_kind(name):
+    """'student_fgd_seed2' -> 'student_fgd'; any other name is its own kind."""
+    match = SEEDED_RUN.fullmatch(name)
+    return match.group(1) if match else name
+
+
+def study_run_names(project):
+    """The study's run folders that have a results.csv: the teacher, then the students seed by seed."""
+    def order(name):
+        match = SEEDED_RUN.fullmatch(name)
+        seed = int(match.group(2)) if match else -1  # the first seed's runs have the plain names
+        return seed, list(RUNS).index(run_kind(name))
+
+    names = [p.name for p in Path(project).iterdir() if (p / "results.csv").is_file()]
+    return sorted((n for n in names if run_kind(n) in RUNS), key=order)
 
 
 def read_csv_columns(path):
@@ -102,38 +129,104 @@ def format_seconds(s):
     return "n/a" if s is None else f"{s:.0f} s" if s < 600 else f"{s / 60:.1f} min"
 
 
+def seeds_of(runs):
+    return {run["opt"].get("seed") for name, run in runs.items() if run_kind(name) != "teacher"}
+
+
+def run_label(name, run, several_seeds):
+    label = RUNS.get(run_kind(name), name)
+    return f"{label}, seed {run['opt'].get('seed')}" if several_seeds and run_kind(name) != "teacher" else label
+
+
+def by_kind(runs):
+    """{kind: [runs of that kind]}, kinds in table order."""
+    groups = {}
+    for name, run in runs.items():
+        groups.setdefault(run_kind(name), []).append(run)
+    return groups
+
+
+def mean_and_error(values):
+    """Mean and standard error of the mean (NaN for a single value)."""
+    values = np.asarray(values, dtype=float)
+    error = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else math.nan
+    return values.mean(), error
+
+
 def summary_table(runs, study):
+    several = len(seeds_of(runs)) > 1
     lines = ["| run | model | mode | epochs | best epoch | P | R | mAP50 | mAP50-95 | time / epoch | device |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, run in runs.items():
         opt, record = run["opt"], study.get("runs", {}).get(name, {})
-        lines.append(f"| {RUNS.get(name, name)} | {model_label(opt.get('cfg', '?'))} | {opt.get('mode', 'train')} | "
-                     f"{run['epochs_done']}/{opt.get('epochs', '?')} | {run['best_epoch']} | {pct(run['P'])} | "
-                     f"{pct(run['R'])} | **{pct(run['mAP50'])}** | {pct(run['mAP50-95'])} | "
-                     f"{format_seconds(epoch_seconds(record))} | {record.get('device', 'n/a')} |")
+        lines.append(f"| {run_label(name, run, several)} | {model_label(opt.get('cfg', '?'))} | "
+                     f"{opt.get('mode', 'train')} | {run['epochs_done']}/{opt.get('epochs', '?')} | "
+                     f"{run['best_epoch']} | {pct(run['P'])} | {pct(run['R'])} | **{pct(run['mAP50'])}** | "
+                     f"{pct(run['mAP50-95'])} | {format_seconds(epoch_seconds(record))} | "
+                     f"{record.get('device', 'n/a')} |")
     return "\n".join(lines)
 
 
+def per_class_by_kind(runs):
+    """{label: (per_class of one run, AP50 per class, mAP50)}, each kind's AP50s averaged over its seeds; only runs
+    with a per_class.csv count."""
+    kinds = {}
+    for kind, group in by_kind(runs).items():
+        group = [run for run in group if run["per_class"] is not None]
+        if group:
+            label = RUNS.get(kind, kind) + (f" (mean of {len(group)} seeds)" if len(group) > 1 else "")
+            kinds[label] = (group[0]["per_class"], np.mean([run["per_class"]["AP50"] for run in group], 0),
+                            np.mean([run["mAP50"] for run in group]))
+    return kinds
+
+
 def per_class_table(runs):
-    with_classes = {name: run for name, run in runs.items() if run["per_class"] is not None}
-    if not with_classes:
+    kinds = per_class_by_kind(runs)
+    if not kinds:
         return "No run has per_class.csv yet (it comes from the final validation of the best weights)."
-    first = next(iter(with_classes.values()))["per_class"]
-    labels = [RUNS.get(name, name) for name in with_classes]
-    lines = ["| class | val images | val boxes | " + " | ".join(labels) + " |",
-             "|---|---:|---:|" + "---:|" * len(labels)]
+    first = next(iter(kinds.values()))[0]
+    lines = ["| class | val images | val boxes | " + " | ".join(kinds) + " |", "|---|---:|---:|" + "---:|" * len(kinds)]
     for c, cls in enumerate(first["class"]):
-        aps = " | ".join(pct(run["per_class"]["AP50"][c]) for run in with_classes.values())
+        aps = " | ".join(pct(ap50[c]) for _, ap50, _ in kinds.values())
         lines.append(f"| {cls} | {int(first['images'][c])} | {int(first['instances'][c])} | {aps} |")
     return "\n".join(lines)
 
 
-def fgd_gain(runs):
-    if "student" not in runs or "student_fgd" not in runs:
+def points(x):
+    return round(100 * x, 1) + 0.0  # + 0.0: no "-0.0"
+
+
+def seed_means_table(runs):
+    """Mean and standard error over seeds of each student kind, when the study has several seeds."""
+    if len(seeds_of(runs)) < 2:
         return ""
-    s, f = runs["student"], runs["student_fgd"]
-    d50, d = (round(100 * (f[k] - s[k]), 1) + 0.0 for k in ("mAP50", "mAP50-95"))  # + 0.0: no "-0.0"
-    line = f"FGD student minus plain student: {d50:+.1f} mAP50, {d:+.1f} mAP50-95 (points)."
+    lines = ["| run | seeds | mAP50 | mAP50-95 |", "|---|---:|---:|---:|"]
+    for kind, group in by_kind(runs).items():
+        if kind != "teacher":
+            cells = [mean_and_error([run[k] for run in group]) for k in ("mAP50", "mAP50-95")]
+            lines.append(f"| {RUNS.get(kind, kind)} | {len(group)} | "
+                         + " | ".join(f"{pct(m)} ± {pct(e)}" for m, e in cells) + " |")
+    return "\n".join(["Mean ± standard error over seeds (%):", "", *lines])
+
+
+def fgd_gain(runs):
+    """The FGD student minus the plain student of the same seed: one seed's difference, or the mean over seeds."""
+    groups = by_kind(runs)
+    plain = {run["opt"].get("seed"): run for run in groups.get("student", [])}
+    fgd = {run["opt"].get("seed"): run for run in groups.get("student_fgd", [])}
+    pairs = [(plain[seed], fgd[seed]) for seed in plain if seed in fgd]
+    if not pairs:
+        return ""
+    diffs = {k: [f[k] - s[k] for s, f in pairs] for k in ("mAP50", "mAP50-95")}
+    if len(pairs) > 1:
+        (m50, e50), (m, e) = (mean_and_error(diffs[k]) for k in ("mAP50", "mAP50-95"))
+        per_seed = ", ".join(f"{points(d):+.1f}" for d in diffs["mAP50"])
+        return (f"FGD student minus plain student of the same seed, over {len(pairs)} seeds: "
+                f"{points(m50):+.1f} ± {pct(e50)} mAP50 (per seed: {per_seed}), {points(m):+.1f} ± {pct(e)} "
+                "mAP50-95 (points, mean ± standard error).")
+    (s, f), = pairs
+    line = f"FGD student minus plain student: {points(diffs['mAP50'][0]):+.1f} mAP50, " \
+           f"{points(diffs['mAP50-95'][0]):+.1f} mAP50-95 (points)."
     if s["per_class"] is not None and f["per_class"] is not None:
         diff = f["per_class"]["AP50"] - s["per_class"]["AP50"]
         known = np.isfinite(diff)
@@ -142,12 +235,16 @@ def fgd_gain(runs):
 
 
 def plot_map50_curves(runs, path):
+    """One colour per kind; a kind's further seeds are thin lines."""
     fig = Figure(figsize=(8, 5), tight_layout=True)
     ax = fig.subplots()
-    for i, (name, run) in enumerate(runs.items()):
-        measured = np.isfinite(run["map50_curve"])  # --noval leaves gaps
-        ax.plot(run["epoch"][measured], 100 * run["map50_curve"][measured], marker=".", linewidth=2,
-                color=RUN_COLORS[i % len(RUN_COLORS)], label=RUNS.get(name, name))
+    for i, (kind, group) in enumerate(by_kind(runs).items()):
+        for j, run in enumerate(group):
+            measured = np.isfinite(run["map50_curve"])  # --noval leaves gaps
+            ax.plot(run["epoch"][measured], 100 * run["map50_curve"][measured], marker="." if j == 0 else None,
+                    linewidth=2 if j == 0 else 0.8, color=RUN_COLORS[i % len(RUN_COLORS)],
+                    label=RUNS.get(kind, kind) + (f" ({len(group)} seeds)" if len(group) > 1 else "") if j == 0
+                    else None)
     ax.set(xlabel="epoch", ylabel="mAP50 (%)", title="mAP50 on val, per epoch (EMA weights)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -156,19 +253,19 @@ def plot_map50_curves(runs, path):
 
 
 def plot_class_ap50(runs, path):
-    with_classes = {name: run for name, run in runs.items() if run["per_class"] is not None}
+    kinds = per_class_by_kind(runs)
     fig = Figure(figsize=(12, 5), tight_layout=True)
     ax = fig.subplots()
     tallest = 0.0
-    if with_classes:
-        classes = [*next(iter(with_classes.values()))["per_class"]["class"], "all (mAP50)"]
-        width = 0.8 / len(with_classes)
+    if kinds:
+        classes = [*next(iter(kinds.values()))[0]["class"], "all (mAP50)"]
+        width = 0.8 / len(kinds)
         x = np.arange(len(classes))
-        for i, (name, run) in enumerate(with_classes.items()):
-            ap50 = 100 * np.array([*np.nan_to_num(run["per_class"]["AP50"]), run["mAP50"]])
+        for i, (label, (_, class_ap50, map50)) in enumerate(kinds.items()):
+            ap50 = 100 * np.array([*np.nan_to_num(class_ap50), map50])
             tallest = max(tallest, ap50.max())
-            ax.bar(x + (i - (len(with_classes) - 1) / 2) * width, ap50, width,
-                   color=RUN_COLORS[i % len(RUN_COLORS)], label=RUNS.get(name, name))
+            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, ap50, width, color=RUN_COLORS[i % len(RUN_COLORS)],
+                   label=label)
         ax.set_xticks(x, classes, rotation=30, ha="right")
         ax.legend()
     # Scaled to the tallest bar, so the bars of short or weak runs stay readable.
@@ -189,14 +286,15 @@ def load_study(project):
         raise ValueError(f"{path}: not valid json: {e}") from e
 
 
-def write_report(project, out=None, names=tuple(RUNS)):
+def write_report(project, out=None, names=None):
     """study.md, map50_curves.png and class_ap50.png in out (default: project) from the runs that have a
-    results.csv; returns the path of study.md."""
+    results.csv (names: those run folders, in table order; default: the study's); returns the path of study.md."""
     project = Path(project)
     out = Path(out) if out else project
+    names = names or (study_run_names(project) if project.is_dir() else [])
     runs = {name: load_run(project / name) for name in names if (project / name / "results.csv").is_file()}
     if not runs:
-        raise FileNotFoundError(f"{project}: none of the runs {', '.join(names)} has a results.csv yet")
+        raise FileNotFoundError(f"{project}: none of the runs {', '.join(names or RUNS)} has a results.csv yet")
     study = load_study(project)
     out.mkdir(parents=True, exist_ok=True)
     plot_map50_curves(runs, out / "map50_curves.png")
@@ -204,7 +302,9 @@ def write_report(project, out=None, names=tuple(RUNS)):
     lines = [f"# {study.get('title', 'Teacher, student and FGD student')}", ""]
     if study.get("protocol"):
         lines += [study["protocol"], ""]
-    lines += [summary_table(runs, study), "", fgd_gain(runs), "",
+    lines += [summary_table(runs, study), ""]
+    lines += [seed_means_table(runs), ""] if len(seeds_of(runs)) > 1 else []
+    lines += [fgd_gain(runs), "",
               "mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
               "validated epochs) on the val split; time / epoch is the run's wall time over its trained epochs, "
               "set-up and validation included.", "",
@@ -224,7 +324,7 @@ def parse_opt(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--project", required=True, help="folder holding the run folders (and study.json)")
     p.add_argument("--out", default="", help="where to write study.md and the plots (default: --project)")
-    p.add_argument("--runs", nargs="+", default=list(RUNS), help="run folder names, in table order")
+    p.add_argument("--runs", nargs="+", help="run folder names, in table order (default: the study's runs)")
     return p.parse_args(argv)
 
 

@@ -5,6 +5,10 @@ Framework-neutral: each tree's study.py hands in its train/val entry points as a
 already holds per_class.csv (the final validation of its best weights) is skipped, an interrupted one
 resumes from its last checkpoint, and one that trained every epoch but lacks per_class.csv (a run of an older
 tree) is validated again; --force retrains them all from scratch.
+
+--repeats N trains the student and the FGD student at seeds seed .. seed+N-1, against the one teacher: a seed fixes
+the initial weights and the order and augmentation of the batches, so the two runs of a seed differ by the FGD
+term alone, and the report gives their difference as a mean over seeds with its standard error.
 """
 import argparse
 import json
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from yolocore.config import ROOT, load_model_cfg, load_yaml, save_yaml
-from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, write_report
+from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, run_kind, seeded_name, write_report
 
 FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
             teacher_width=None, student_width=None)
@@ -59,13 +63,17 @@ def parse_opt(argv=None):
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--project", default="runs/study", help="folder of the three runs and the report")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the teacher's seed and the first student pair's")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="student / FGD-student pairs, at seeds seed, seed+1, ...: the FGD gain over several seeds")
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
     p.add_argument("--runs", nargs="+", choices=RUN_NAMES, default=list(RUN_NAMES),
-                   help="the runs to train now, e.g. the teacher and the student as two processes side by side "
-                        "(the FGD student needs the teacher's best weights)")
+                   help="the runs to train now (with --repeats, those of every seed), e.g. the teacher and the "
+                        "student as two processes side by side (the FGD student needs the teacher's best weights)")
     opt = p.parse_args(argv)
+    if opt.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {opt.repeats}")
     for k, v in (REDUCED if opt.reduced else FULL).items():
         if getattr(opt, k) is None:
             setattr(opt, k, v)
@@ -103,19 +111,23 @@ def model_cfg(cfg, width, project):
 
 
 def run_plan(opt, suffix):
-    """(name, train.py arguments) of the teacher, the student and the FGD student, in the order they must run."""
+    """(name, train.py arguments) of the teacher, then of the student and the FGD student of each seed, in the
+    order they must run."""
     common = ["--data", opt.data, "--imgsz", str(opt.imgsz), "--batch-size", str(opt.batch_size),
-              "--epochs", str(opt.epochs), "--seed", str(opt.seed), "--device", opt.device,
-              "--workers", str(opt.workers), "--project", opt.project, "--exist-ok"]
+              "--epochs", str(opt.epochs), "--device", opt.device, "--workers", str(opt.workers),
+              "--project", opt.project, "--exist-ok"]
     common += ["--hyp", opt.hyp] if opt.hyp else []
     common += ["--noval"] if opt.noval else []
     teacher = model_cfg(opt.teacher_cfg, opt.teacher_width, opt.project)
     student = model_cfg(opt.student_cfg, opt.student_width, opt.project)
     best_teacher = str(Path(opt.project) / "teacher" / "weights" / f"best{suffix}")
-    return [("teacher", ["--cfg", teacher, *common, "--name", "teacher"]),
-            ("student", ["--cfg", student, *common, "--name", "student"]),
-            ("student_fgd", ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *common,
-                             "--name", "student_fgd"])]
+    plan = [("teacher", ["--cfg", teacher, *common, "--seed", str(opt.seed), "--name", "teacher"])]
+    for seed in range(opt.seed, opt.seed + opt.repeats):
+        plain, fgd = (seeded_name(kind, seed, opt.seed) for kind in ("student", "student_fgd"))
+        seeded = [*common, "--seed", str(seed)]
+        plan += [(plain, ["--cfg", student, *seeded, "--name", plain]),
+                 (fgd, ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *seeded, "--name", fgd])]
+    return plan
 
 
 def epochs_logged(run_dir):
@@ -173,8 +185,10 @@ class StudyLog:
 
 def protocol_line(opt):
     kind = "Reduced CPU protocol" if opt.reduced else "Protocol"
+    seeds = (f"seed {opt.seed}" if opt.repeats == 1 else
+             f"teacher at seed {opt.seed}, students at seeds {opt.seed}-{opt.seed + opt.repeats - 1}")
     return (f"{kind}: data `{opt.data}`, imgsz {opt.imgsz}, batch {opt.batch_size}, epochs {opt.epochs} (from "
-            f"scratch), seed {opt.seed}, {Path(opt.hyp).name if opt.hyp else 'hyp.scratch-low.yaml'}"
+            f"scratch), {seeds}, {Path(opt.hyp).name if opt.hyp else 'hyp.scratch-low.yaml'}"
             f"{', --noval' if opt.noval else ''}.")
 
 
@@ -205,7 +219,7 @@ def validate_run(tree, run_dir, opt):
 
 def main(tree, opt):
     project = Path(opt.project)
-    plan = [(name, argv) for name, argv in run_plan(opt, tree.suffix) if name in opt.runs]
+    plan = [(name, argv) for name, argv in run_plan(opt, tree.suffix) if run_kind(name) in opt.runs]
     if opt.force:
         for name, _ in plan:
             shutil.rmtree(project / name, ignore_errors=True)
