@@ -239,12 +239,12 @@ def plot_map50_curves(runs, path):
     fig = Figure(figsize=(8, 5), tight_layout=True)
     ax = fig.subplots()
     for i, (kind, group) in enumerate(by_kind(runs).items()):
+        label = RUNS.get(kind, kind) + (f" ({len(group)} seeds)" if len(group) > 1 else "")
         for j, run in enumerate(group):
             measured = np.isfinite(run["map50_curve"])  # --noval leaves gaps
             ax.plot(run["epoch"][measured], 100 * run["map50_curve"][measured], marker="." if j == 0 else None,
                     linewidth=2 if j == 0 else 0.8, color=RUN_COLORS[i % len(RUN_COLORS)],
-                    label=RUNS.get(kind, kind) + (f" ({len(group)} seeds)" if len(group) > 1 else "") if j == 0
-                    else None)
+                    label=label if j == 0 else None)
     ax.set(xlabel="epoch", ylabel="mAP50 (%)", title="mAP50 on val, per epoch (EMA weights)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -303,7 +303,8 @@ def write_report(project, out=None, names=None):
     if study.get("protocol"):
         lines += [study["protocol"], ""]
     lines += [summary_table(runs, study), ""]
-    lines += [seed_means_table(runs), ""] if len(seeds_of(runs)) > 1 else []
+    means = seed_means_table(runs)
+    lines += [means, ""] if means else []
     lines += [fgd_gain(runs), "",
               "mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
               "validated epochs) on the val split; time / epoch is the run's wall time over its trained epochs, "
