@@ -13,14 +13,15 @@ if __package__ in (None, ""):
 from yolocore import study
 from yolocore.cli import run_script
 from YOLOv5Pytorch import train, val
-from YOLOv5Pytorch.utils.checkpoint import SUFFIX
+from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX
 from YOLOv5Pytorch.utils.framework import select_device
 
-TREE = study.Tree("YOLOv5Pytorch", train.parse_opt, train.train, val.parse_opt, val.main, select_device, SUFFIX)
+TREE = study.Tree("YOLOv5Pytorch", train.parse_opt, train.train, val.parse_opt, val.main, select_device, SUFFIX,
+                   FRAMEWORK)
 
 
 def main(argv=None):
-    return study.main(TREE, study.parse_opt(argv))
+    return study.main(TREE, study.parse_opt(argv, TREE.framework))
 
 
 if __name__ == "__main__":

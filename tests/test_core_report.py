@@ -154,6 +154,29 @@ def test_presets_and_run_plan(tmp_path):
         study.parse_opt(["--repeats", "0"])
 
 
+def test_a_study_refuses_and_keeps_a_project_of_the_other_framework(tmp_path):
+    """A Jittor study pointed at a PyTorch study's project must neither report PyTorch's runs as its own nor
+    delete them, not even with --force."""
+    for name in ("teacher", "student"):
+        run = fake_run(tmp_path / name, [0.1, 0.2])
+        (run / "weights").mkdir()
+        (run / "weights" / "last.pt").touch()
+    (tmp_path / "teacher" / "per_class.csv").touch()
+
+    def no_training(*_):
+        raise AssertionError("trained")
+
+    jittor = study.Tree("YOLOv5Jittor", no_training, no_training, no_training, no_training, no_training, ".pkl",
+                        "jittor")
+    for extra in ([], ["--force"]):
+        with pytest.raises(ValueError, match="teacher: holds a pytorch run \\(weights/last.pt\\)"):
+            study.main(jittor, study.parse_opt(["--project", str(tmp_path), *extra], "jittor"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student", "teacher"]
+    assert (tmp_path / "teacher" / "per_class.csv").is_file()
+    assert (tmp_path / "student" / "weights" / "last.pt").is_file()
+    assert study.parse_opt([], "jittor").project == "runs/study/jittor" != study.parse_opt([]).project
+
+
 def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path):
     def parse_opt(argv):  # the options of train.py that the check reads
         p = argparse.ArgumentParser()

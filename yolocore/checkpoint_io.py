@@ -24,6 +24,9 @@ _NUMPY_GLOBALS = {
 }
 
 
+SUFFIXES = {"pytorch": ".pt", "jittor": ".pkl"}  # each tree's checkpoint file suffix
+
+
 class CheckpointFormatError(ValueError):
     pass
 

@@ -1,6 +1,6 @@
 """The results table and comparison plots of a teacher / student / FGD-student study, from its run folders.
 
-    python -m yolocore.report --project runs/study            # writes study.md and the plots into runs/study
+    python -m yolocore.report --project runs/study/pytorch    # writes study.md and the plots there
 
 Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, and per_class.csv from the
 final validation of the best weights (P, R, AP50, AP50-95 per class). study.json, written by yolocore.study beside the

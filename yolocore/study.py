@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from yolocore.checkpoint_io import SUFFIXES
 from yolocore.config import ROOT, load_model_cfg, load_yaml, save_yaml
 from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, run_kind, seeded_name, write_report
 
@@ -36,8 +37,8 @@ CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed")  # a finishe
 
 @dataclass
 class Tree:
-    """A framework tree's entry points: train.py's and val.py's parse_opt and main, its select_device, and the
-    suffix of its checkpoints."""
+    """A framework tree's entry points: train.py's and val.py's parse_opt and main, its select_device, the
+    suffix of its checkpoints and its framework's name."""
     name: str
     train_parse_opt: Callable
     train: Callable
@@ -45,9 +46,10 @@ class Tree:
     val: Callable
     select_device: Callable
     suffix: str
+    framework: str
 
 
-def parse_opt(argv=None):
+def parse_opt(argv=None, framework="pytorch"):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT / "data" / "NWPU.yaml"), help="dataset yaml")
     p.add_argument("--reduced", action="store_true",
@@ -62,7 +64,8 @@ def parse_opt(argv=None):
     p.add_argument("--hyp", default="", help="hyperparameter yaml (default: the tree's hyp.scratch-low.yaml)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
     p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--project", default="runs/study", help="folder of the three runs and the report")
+    p.add_argument("--project", default=f"runs/study/{framework}",
+                   help="folder of the runs and the report; each framework's study needs its own")
     p.add_argument("--seed", type=int, default=0, help="the teacher's seed and the first student pair's")
     p.add_argument("--repeats", type=int, default=1,
                    help="student / FGD-student pairs, at seeds seed, seed+1, ...: the FGD gain over several seeds")
@@ -145,6 +148,15 @@ def run_state(run_dir, epochs, suffix):
     return "validate" if epochs_logged(run_dir) >= epochs else "resume"
 
 
+def check_framework(run_dir, suffix):
+    """Another framework's checkpoints in a run folder are an error: reusing the folder would report that
+    framework's results as this one's, and starting it afresh would delete them."""
+    for framework, other in SUFFIXES.items():
+        if other != suffix and (Path(run_dir) / "weights" / f"last{other}").is_file():
+            raise ValueError(f"{run_dir}: holds a {framework} run (weights/last{other}); each framework's study "
+                             "needs its own --project")
+
+
 def check_protocol(run_dir, argv, train_parse_opt):
     """A run trained with other options must not be reused silently."""
     wanted, had = vars(train_parse_opt(argv)), load_yaml(Path(run_dir) / "opt.yaml")
@@ -220,11 +232,13 @@ def validate_run(tree, run_dir, opt):
 def main(tree, opt):
     project = Path(opt.project)
     plan = [(name, argv) for name, argv in run_plan(opt, tree.suffix) if run_kind(name) in opt.runs]
+    for name, _ in plan:  # even --force deletes only this framework's runs
+        check_framework(project / name, tree.suffix)
     if opt.force:
         for name, _ in plan:
             shutil.rmtree(project / name, ignore_errors=True)
     states = {name: run_state(project / name, opt.epochs, tree.suffix) for name, _ in plan}
-    for name, argv in plan:  # refuse a mismatch before anything is trained or logged
+    for name, argv in plan:  # refuse a mismatch before anything is trained, logged or deleted
         if states[name] != "new":
             check_protocol(project / name, argv, tree.train_parse_opt)
     device = describe_device(tree.select_device(opt.device))
