@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from yolocore import study
+from yolocore import compare, study
 from yolocore.config import load_model_cfg, save_yaml
 from yolocore.evaluation import Evaluator, write_per_class_csv
 from yolocore.recipe import results_row
@@ -105,6 +105,26 @@ def test_report_over_seeds_pairs_each_fgd_student_with_the_plain_student_of_its_
     assert "over 2 seeds: +7.0 ± 3.0 mAP50 (per seed: +4.0, +10.0), +3.5 ± 1.5 mAP50-95" in md
     assert "| student (mean of 3 seeds) | FGD student (mean of 2 seeds) |" in md
     assert "| a | 5 | 9 | 80.0 | 25.0 | 32.0 |" in md and "90.0" not in md
+
+
+def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(tmp_path):
+    for study_name, teacher, students in (("pytorch", 0.60, (0.30, 0.20)), ("jittor", 0.58, (0.26, 0.18))):
+        project = tmp_path / study_name
+        fake_run(project / "teacher", [teacher], [teacher, teacher])
+        for seed, m in enumerate(students):
+            fake_run(project / seeded_name("student", seed, 0), [m], [m, m], seed=seed)
+    fake_run(tmp_path / "pytorch" / "student_fgd", [0.34], [0.34, 0.34], mode="KD")
+    md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    assert rows["| teacher"] == "| teacher | 60.0 | 58.0 | 30.0 | 29.0 | -2.0 | -1.0 |"
+    # standard errors 5.0 and 4.0 over two seeds each; the difference's is their hypotenuse
+    assert rows["| student"].startswith("| student | 25.0 ± 5.0 (2) | 22.0 ± 4.0 (2) |")
+    assert rows["| student"].endswith("| -3.0 ± 6.4 | -1.5 ± 3.2 |")
+    assert rows["| FGD student"] == "| FGD student | 34.0 | n/a | 17.0 | n/a | n/a | n/a |"
+    assert (tmp_path / "compare_map50.png").stat().st_size > 0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no study runs"):
+        compare.write_comparison([tmp_path / "pytorch", tmp_path / "empty"])
 
 
 def test_a_run_without_per_class_csv_reports_the_best_fitness_epoch(tmp_path):

@@ -1,0 +1,114 @@
+"""Two or more studies side by side, e.g. the PyTorch and the Jittor tree's runs of one protocol.
+
+    python -m yolocore.compare runs/study/pytorch runs/study/jittor     # writes runs/study/compare.md and .png
+
+Per run kind (teacher, student, FGD student): mAP50 and mAP50-95 of each study, as means over its seeds with their
+standard errors when it has several (study.py --repeats), and with two studies the second minus the first, whose
+standard error combines both. Studies are named by their folders.
+"""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from yolocore.cli import run_script
+from yolocore.report import RUN_COLORS, RUNS, by_kind, load_run, mean_and_error, pct, study_run_names
+
+METRICS = ("mAP50", "mAP50-95")
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def load_studies(projects):
+    """{study name: {run kind: [runs]}}; a folder without any run of a study is an error."""
+    studies = {}
+    for project in map(Path, projects):
+        names = study_run_names(project) if project.is_dir() else []
+        if not names:
+            raise FileNotFoundError(f"{project}: no study runs (teacher, student, student_fgd with a results.csv)")
+        if project.name in studies:
+            raise ValueError(f"{project}: two studies named {project.name}; compare folders with different names")
+        studies[project.name] = by_kind({name: load_run(project / name) for name in names})
+    return studies
+
+
+def cell(mean, error):
+    return pct(mean) if not np.isfinite(error) else f"{pct(mean)} ± {pct(error)}"
+
+
+def comparison_table(studies):
+    names = list(studies)
+    header = ["run"] + [f"{name} {metric}" for metric in METRICS for name in names]
+    if len(names) == 2:
+        header += [f"{names[1]} − {names[0]} {metric}" for metric in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for kind, label in RUNS.items():
+        runs = [studies[name].get(kind, []) for name in names]
+        if not any(runs):
+            continue
+        stats = {metric: [mean_and_error([r[metric] for r in group]) if group else (math.nan, math.nan)
+                          for group in runs] for metric in METRICS}
+        cells = [cell(*s) + (f" ({len(group)})" if len(group) > 1 else "")
+                 for metric in METRICS for s, group in zip(stats[metric], runs)]
+        if len(names) == 2:
+            for metric in METRICS:
+                (m0, e0), (m1, e1) = stats[metric]
+                cells.append("n/a" if not np.isfinite(m1 - m0) else f"{100 * (m1 - m0):+.1f}"
+                             + (f" ± {pct(math.hypot(e0, e1))}" if np.isfinite(e0) and np.isfinite(e1) else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(studies, path):
+    """mAP50 per epoch: one colour per run kind, one line style per study."""
+    fig = Figure(figsize=(8, 5), tight_layout=True)
+    ax = fig.subplots()
+    for s, (name, kinds) in enumerate(studies.items()):
+        for k, kind in enumerate(RUNS):
+            for j, run in enumerate(kinds.get(kind, [])):
+                measured = np.isfinite(run["map50_curve"])
+                ax.plot(run["epoch"][measured], 100 * run["map50_curve"][measured], LINE_STYLES[s % len(LINE_STYLES)],
+                        color=RUN_COLORS[k], linewidth=2 if j == 0 else 0.8,
+                        label=f"{RUNS[kind]}, {name}" if j == 0 else None)
+    ax.set(xlabel="epoch", ylabel="mAP50 (%)", title="mAP50 on val, per epoch (EMA weights)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=150)
+    return path
+
+
+def write_comparison(projects, out=None):
+    """compare.md and compare_map50.png in out (default: the first study's parent folder); returns compare.md."""
+    studies = load_studies(projects)
+    out = Path(out) if out else Path(projects[0]).parent
+    out.mkdir(parents=True, exist_ok=True)
+    plot_curves(studies, out / "compare_map50.png")
+    lines = [f"# {' against '.join(studies)}", "", comparison_table(studies), "",
+             "mAP50 and mAP50-95 (%) of each run's best weights on the val split; with several seeds, the mean ± its "
+             "standard error and (in brackets) the number of seeds. Differences are in points.", "",
+             "![mAP50 per epoch](compare_map50.png)", ""]
+    path = out / "compare.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("projects", nargs="+", help="study folders (each as study.py --project wrote it)")
+    p.add_argument("--out", default="", help="where to write compare.md and the plot (default: the first's parent)")
+    return p.parse_args(argv)
+
+
+def main(opt):
+    path = write_comparison(opt.projects, opt.out or None)
+    print(f"Comparison written to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    run_script(lambda: main(parse_opt()))
