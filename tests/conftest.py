@@ -2,7 +2,15 @@
 import pytest
 import yaml
 
+from yolocore import init as initial
 from yolocore.config import ROOT
+
+
+@pytest.fixture(autouse=True)
+def initial_weights_generator():
+    """Every test builds its models from the same initial weights, whatever ran before it: both trees draw them
+    from yolocore.init's generator, which torch.manual_seed and jt.set_global_seed do not reset."""
+    initial.seed(0)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""Lockstep training: both trees' train.py build a run from the same options, start from the same weights and
-step through the same batches (warmup, gradient accumulation, clipping, EMA), in train and in KD mode. Their
-losses, weights and EMA weights must stay together; a drift means a recipe difference, not noise.
+"""Lockstep training: both trees' train.py build a run from the same options, start from the same weights (the
+same seed draws them) and step through the same batches (warmup, gradient accumulation, clipping, EMA), in train
+and in KD mode. Their losses, weights and EMA weights must stay together; a drift means a recipe difference, not
+noise.
 
 The runs use a tenth of the recipe's learning rates. At full rates the first warmup steps of these tiny models
 amplify float32 rounding: PyTorch against itself, with its weights perturbed by 1e-7, drifts by as much as
@@ -18,6 +19,7 @@ import yaml
 from yolocore.recipe import warmup, warmup_iterations
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Jittor import train as jt_train
+from YOLOv5Jittor.utils.framework import state_dict_to_numpy as jt_state_dict_to_numpy
 from YOLOv5Pytorch import train as torch_train
 from YOLOv5Pytorch.models.yolo import Model as TorchModel
 from YOLOv5Pytorch.utils.checkpoint import save_checkpoint as torch_save_checkpoint
@@ -59,15 +61,17 @@ def teacher(tmp_path_factory):
 
 
 def setup_both(tmp_path, data, hyp, *args):
+    """Both trees' runs from the same options and seed, checked to start from the same weights: the student, its
+    EMA and the FGD modules (AutoAnchor's anchors to float rounding)."""
     argv = ["--data", data, "--hyp", hyp, "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--epochs", "30",
-            *args]
+            "--seed", "11", *args]
     torch_ctx = torch_train.setup(torch_train.parse_opt([*argv, "--project", str(tmp_path / "torch")]))
     jt_ctx = jt_train.setup(jt_train.parse_opt([*argv, "--project", str(tmp_path / "jittor")]))
-    weights = torch_state_dict_to_numpy(torch_ctx["model"].state_dict())
-    jt_ctx["model"].load_state_dict(weights)
-    jt_ctx["ema"].ema.load_state_dict(weights)
-    if torch_ctx["fgd"] is not None:
-        jt_ctx["fgd"].load_state_dict(torch_state_dict_to_numpy(torch_ctx["fgd"].state_dict()))
+    for part in (lambda ctx: ctx["model"], lambda ctx: ctx["ema"].ema, lambda ctx: ctx["fgd"]):
+        if part(torch_ctx) is not None:
+            expected = torch_state_dict_to_numpy(part(torch_ctx).state_dict())
+            for k, v in jt_state_dict_to_numpy(part(jt_ctx).state_dict()).items():
+                np.testing.assert_allclose(v, expected[k], rtol=1e-6 if k.endswith("anchors") else 0, err_msg=k)
     return torch_ctx, jt_ctx
 
 

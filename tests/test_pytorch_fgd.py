@@ -156,7 +156,13 @@ def test_gradients_reach_student_and_fgd_modules_not_teacher():
     assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in student)
     assert all(t.grad is None for t in teacher)
     for name, param in fgd.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+        assert param.grad is not None, name
+        if name.endswith("conv_mask.bias"):
+            # The softmax over cells ignores a shift of every logit: this gradient is zero up to rounding.
+            weight_grad = fgd.get_parameter(name.replace("bias", "weight")).grad
+            assert param.grad.abs().max() < 1e-4 * weight_grad.abs().max(), name
+        else:
+            assert param.grad.abs().sum() > 0, name
 
 
 def test_gradients_match_loop_reference():

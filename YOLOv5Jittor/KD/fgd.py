@@ -12,11 +12,17 @@ the official ones up to float rounding, which the tests check against a plain pe
 """
 import jittor as jt
 import jittor.nn as nn
-from jittor import init
+
+from YOLOv5Jittor.models.common import draw_initial_weights
 
 
 class GcBlock(nn.Module):
     """Global context block: adds softmax-pooled context back to every cell, for the relation term."""
+
+    # The official initialisation. A zero last conv makes the block start as the identity: early relation loss is
+    # plain feature MSE.
+    init_rules = {"conv_mask.weight": "relu_normal", "conv_mask.bias": "zeros",
+                  "channel_add.3.weight": "zeros", "channel_add.3.bias": "zeros"}
 
     def __init__(self, channels):
         super().__init__()
@@ -27,11 +33,7 @@ class GcBlock(nn.Module):
             nn.ReLU(),
             nn.Conv2d(channels // 2, channels, kernel_size=1),
         )
-        init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
-        init.zero_(self.conv_mask.bias)
-        # A zero last conv makes the block start as the identity: early relation loss is plain feature MSE.
-        init.zero_(self.channel_add[-1].weight)
-        init.zero_(self.channel_add[-1].bias)
+        draw_initial_weights(self)
 
     def execute(self, x):
         return x + self.global_context(x)[:, :, None, None]
@@ -156,6 +158,7 @@ class FGDLoss(nn.Module):
             nn.Conv2d(s, t, kernel_size=1, stride=1, padding=0) if s != t else nn.Identity()
             for s, t in zip(self.student_channels, self.teacher_channels)
         ])
+        draw_initial_weights(self.align)
         self.gc_student = nn.ModuleList([GcBlock(t) for t in self.teacher_channels])
         self.gc_teacher = nn.ModuleList([GcBlock(t) for t in self.teacher_channels])
 

@@ -1,8 +1,13 @@
 """YOLOv5 v6 building blocks. Attribute names equal ultralytics' so its state dicts load unchanged."""
+import math
+
 import jittor as jt
 import jittor.nn as nn
 
+from yolocore import init as initial
 from yolocore.architecture import autopad
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "anchors")
 
 
 def unsaved_attribute(name):
@@ -77,6 +82,33 @@ class BatchNorm2d(nn.Module):
         self.running_mean.update(self.running_mean + (norm.mean.detach() - self.running_mean) * self.momentum)
         self.running_var.update(self.running_var + (norm.var.detach() * n / (n - 1) - self.running_var) * self.momentum)
         return y
+
+
+def draw_initial_weights(module):
+    """Every weight and bias of module's convolutions and normalisation layers, drawn in module order from
+    yolocore.init's seeded generator: the same seed gives both trees the same weights. init_rules, a dict of
+    {parameter path below the module: rule} on any module, overrides the defaults."""
+    named = {f"{prefix}.{path}" if prefix else path: rule
+             for prefix, m in module.named_modules() for path, rule in getattr(m, "init_rules", {}).items()}
+    drawn = set()
+    # No jt.no_grad() around assign, unlike torch.no_grad() around copy_: under it the parameter would stop its
+    # gradient for good.
+    for prefix, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            defaults, fan_in = {"weight": "uniform", "bias": "uniform"}, math.prod(m.weight.shape[1:])
+        elif isinstance(m, (BatchNorm2d, nn.LayerNorm)):
+            defaults, fan_in = {"weight": "ones", "bias": "zeros"}, None
+        else:
+            continue
+        for name, default in defaults.items():
+            key = f"{prefix}.{name}" if prefix else name
+            if getattr(m, name) is not None:
+                value = initial.initial_value(named.get(key, default), tuple(getattr(m, name).shape), fan_in)
+                getattr(m, name).assign(jt.array(value))
+                drawn.add(key)
+    missed = [k for k, _ in module.named_parameters() if k not in drawn and not k.endswith(BUFFERS)]
+    if missed:
+        raise TypeError(f"no initialisation rule for {', '.join(missed)}: add its module to draw_initial_weights")
 
 
 class MaxPool2d(nn.Module):

@@ -16,6 +16,7 @@ from YOLOv5Jittor.models.common import (
     Conv,
     Detect,
     Upsample,
+    draw_initial_weights,
     unsaved_attribute,
 )
 
@@ -54,6 +55,7 @@ class Model(nn.Module):
         m.stride = jt.array([s / x.shape[-2] for x in self._forward_once(jt.zeros((1, ch, s, s)))[0]])
         m.anchors /= m.stride.view(-1, 1, 1)
         self.stride = m.stride
+        draw_initial_weights(self)
         initialize_weights(self)
         self._initialize_biases()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import jittor as jt
 import numpy as np
 
+from yolocore import init as initial
 from YOLOv5Jittor.models.common import BatchNorm2d
 
 
@@ -110,8 +111,10 @@ def close_distributed():
 
 
 def init_seeds(seed=0, deterministic=False):
-    """Seeds jittor's weight init; data order and augmentation are seeded in yolocore from (seed, epoch, index).
-    Pending random ops draw when they run, so they are run first. deterministic: kept for the PyTorch signature."""
+    """Seeds the initial weights (yolocore.init, shared with the PyTorch tree) and jittor's own random ops; data
+    order and augmentation are seeded in yolocore from (seed, epoch, index). Pending random ops draw when they run,
+    so they are run first. deterministic: kept for the PyTorch signature."""
+    initial.seed(seed)
     jt.sync_all()
     # Every process builds the same initial weights, as in the PyTorch tree (Jittor would add the rank to the seed).
     jt.set_global_seed(seed, different_seed_for_mpi=False)

@@ -7,7 +7,16 @@ import torch.nn as nn
 
 from yolocore.architecture import parse_model_cfg
 from yolocore.config import load_model_cfg
-from YOLOv5Pytorch.models.common import C3, SPPF, Bottleneck, Concat, Conv, Detect, Upsample
+from YOLOv5Pytorch.models.common import (
+    C3,
+    SPPF,
+    Bottleneck,
+    Concat,
+    Conv,
+    Detect,
+    Upsample,
+    draw_initial_weights,
+)
 
 MODULES = {
     "Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF,
@@ -42,6 +51,7 @@ class Model(nn.Module):
         m.stride = torch.tensor([s / x.shape[-2] for x in self._forward_once(torch.zeros(1, ch, s, s))[0]])
         m.anchors /= m.stride.view(-1, 1, 1)
         self.stride = m.stride
+        draw_initial_weights(self)
         initialize_weights(self)
         self._initialize_biases()
 

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from yolocore import init as initial
+
 
 def select_device(device=""):
     """'' picks CUDA when there is one, else the CPU; 'cpu'; '0' or '0,1' are CUDA indices."""
@@ -100,7 +102,9 @@ def close_distributed():
 
 
 def init_seeds(seed=0, deterministic=False):
-    """Seeds torch's weight init; data order and augmentation are seeded in yolocore from (seed, epoch, index)."""
+    """Seeds the initial weights (yolocore.init, shared with the Jittor tree) and torch's own random ops; data order
+    and augmentation are seeded in yolocore from (seed, epoch, index)."""
+    initial.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     if deterministic:

@@ -1,0 +1,37 @@
+"""Initial weights drawn in numpy, so that one seed starts both trees from the same weights.
+
+Each framework draws its own default initial weights from its own generator, so the same seed used to start the
+two trees from different weights, and their runs could only be compared statistically. Instead, both trees'
+init_seeds() seed the generator here, and their models and FGD modules draw every parameter from it as they are
+built (each tree's draw_initial_weights, in models/common.py). The rules are PyTorch's defaults, which Jittor
+shares: convolution weights and biases uniform in +-1/sqrt(fan_in), normalisation weights 1 and biases 0; a
+module may name other rules for its own parameters (FGD's GcBlock does, as the official code).
+"""
+import math
+
+import numpy as np
+
+RULES = ("uniform", "relu_normal", "ones", "zeros")
+_generator = np.random.default_rng(0)
+
+
+def seed(value):
+    """Restart the generator the initial weights are drawn from."""
+    global _generator
+    _generator = np.random.default_rng(value)
+
+
+def initial_value(rule, shape, fan_in=None):
+    """A float32 array for one parameter, drawn by rule: 'uniform' in +-1/sqrt(fan_in), 'relu_normal' (Kaiming
+    normal for ReLU, fan-in mode), 'ones' or 'zeros'."""
+    if rule == "uniform":
+        bound = 1 / math.sqrt(fan_in)
+        return _generator.uniform(-bound, bound, shape).astype(np.float32)
+    if rule == "relu_normal":
+        return _generator.normal(0.0, math.sqrt(2 / fan_in), shape).astype(np.float32)
+    if rule == "ones":
+        return np.ones(shape, np.float32)
+    if rule == "zeros":
+        return np.zeros(shape, np.float32)
+    raise ValueError(f"unknown initialisation rule {rule!r}; known: {', '.join(RULES)}")
+
