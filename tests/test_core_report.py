@@ -97,14 +97,16 @@ def test_report_over_seeds_pairs_each_fgd_student_with_the_plain_student_of_its_
         if fgd is not None:
             fake_run(tmp_path / seeded_name("student_fgd", seed, 0), [fgd], [fgd, fgd], mode="KD", seed=seed)
     fake_run(tmp_path / "student_fgd_kd0.1", [0.9], [0.9, 0.9], mode="KD")  # not a run of the study
+    fake_run(tmp_path / "student_fgd_seed3", [0.8], mode="KD", seed=3, epochs=2)  # still training: no mean, no pair
+    fake_run(tmp_path / "student_seed3", [0.1], [0.1, 0.1], seed=3)
     md = write_report(tmp_path).read_text()
     labels = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
-    assert labels[1:7] == ["| teacher", "| student, seed 0", "| student, seed 1", "| FGD student, seed 1",
-                           "| student, seed 2", "| FGD student, seed 2"]
-    assert "| student | 3 | 25.0 ± 2.9 | 12.5 ± 1.4 |" in md and "| FGD student | 2 | 32.0 ± 2.0 |" in md
+    assert labels[1:9] == ["| teacher", "| student, seed 0", "| student, seed 1", "| FGD student, seed 1",
+                           "| student, seed 2", "| FGD student, seed 2", "| student, seed 3", "| FGD student, seed 3"]
+    assert "| student | 4 | 21.2 ± 4.3 | 10.6 ± 2.1 |" in md and "| FGD student | 2 | 32.0 ± 2.0 |" in md
     assert "over 2 seeds: +7.0 ± 3.0 mAP50 (per seed: +4.0, +10.0), +3.5 ± 1.5 mAP50-95" in md
-    assert "| student (mean of 3 seeds) | FGD student (mean of 2 seeds) |" in md
-    assert "| a | 5 | 9 | 80.0 | 25.0 | 32.0 |" in md and "90.0" not in md
+    assert "| student (mean of 4 seeds) | FGD student (mean of 2 seeds) |" in md
+    assert "| a | 5 | 9 | 80.0 | 21.2 | 32.0 |" in md and "90.0" not in md
 
 
 def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(tmp_path):
@@ -114,6 +116,7 @@ def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(t
         for seed, m in enumerate(students):
             fake_run(project / seeded_name("student", seed, 0), [m], [m, m], seed=seed)
     fake_run(tmp_path / "pytorch" / "student_fgd", [0.34], [0.34, 0.34], mode="KD")
+    fake_run(tmp_path / "jittor" / "student_fgd", [0.9], mode="KD", epochs=3)  # still training
     md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
     rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
     assert rows["| teacher"] == "| teacher | 60.0 | 58.0 | 30.0 | 29.0 | -2.0 | -1.0 |"

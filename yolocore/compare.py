@@ -2,9 +2,9 @@
 
     python -m yolocore.compare runs/study/pytorch runs/study/jittor     # writes runs/study/compare.md and .png
 
-Per run kind (teacher, student, FGD student): mAP50 and mAP50-95 of each study, as means over its seeds with their
-standard errors when it has several (study.py --repeats), and with two studies the second minus the first, whose
-standard error combines both. Studies are named by their folders.
+Per run kind (teacher, student, FGD student): mAP50 and mAP50-95 of each study's finished runs, as means over its
+seeds with their standard errors when it has several (study.py --repeats), and with two studies the second minus
+the first, whose standard error combines both. Studies are named by their folders.
 """
 import argparse
 import math
@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from yolocore.cli import run_script
-from yolocore.report import RUN_COLORS, RUNS, by_kind, load_run, mean_and_error, pct, study_run_names
+from yolocore.report import RUN_COLORS, RUNS, by_kind, finished, load_run, mean_and_error, pct, study_run_names
 
 METRICS = ("mAP50", "mAP50-95")
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -48,7 +48,7 @@ def comparison_table(studies):
         header += [f"{names[1]} − {names[0]} {metric}" for metric in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for kind, label in RUNS.items():
-        runs = [studies[name].get(kind, []) for name in names]
+        runs = [[run for run in studies[name].get(kind, []) if finished(run)] for name in names]
         if not any(runs):
             continue
         stats = {metric: [mean_and_error([r[metric] for r in group]) if group else (math.nan, math.nan)

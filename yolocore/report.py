@@ -196,24 +196,31 @@ def points(x):
     return round(100 * x, 1) + 0.0  # + 0.0: no "-0.0"
 
 
+def finished(run):
+    """Whether the run's final validation of its best weights has run (it writes per_class.csv)."""
+    return run["per_class"] is not None
+
+
 def seed_means_table(runs):
-    """Mean and standard error over seeds of each student kind, when the study has several seeds."""
+    """Mean and standard error over seeds of each student kind's finished runs, when the study has several seeds."""
     if len(seeds_of(runs)) < 2:
         return ""
     lines = ["| run | seeds | mAP50 | mAP50-95 |", "|---|---:|---:|---:|"]
     for kind, group in by_kind(runs).items():
-        if kind != "teacher":
+        group = [run for run in group if finished(run)]
+        if kind != "teacher" and group:
             cells = [mean_and_error([run[k] for run in group]) for k in ("mAP50", "mAP50-95")]
             lines.append(f"| {RUNS.get(kind, kind)} | {len(group)} | "
                          + " | ".join(f"{pct(m)} ± {pct(e)}" for m, e in cells) + " |")
-    return "\n".join(["Mean ± standard error over seeds (%):", "", *lines])
+    return "\n".join(["Mean ± standard error over the finished seeds (%):", "", *lines])
 
 
 def fgd_gain(runs):
-    """The FGD student minus the plain student of the same seed: one seed's difference, or the mean over seeds."""
+    """The FGD student minus the plain student of the same seed, both finished: one seed's difference, or the mean
+    over seeds."""
     groups = by_kind(runs)
-    plain = {run["opt"].get("seed"): run for run in groups.get("student", [])}
-    fgd = {run["opt"].get("seed"): run for run in groups.get("student_fgd", [])}
+    plain = {run["opt"].get("seed"): run for run in groups.get("student", []) if finished(run)}
+    fgd = {run["opt"].get("seed"): run for run in groups.get("student_fgd", []) if finished(run)}
     pairs = [(plain[seed], fgd[seed]) for seed in plain if seed in fgd]
     if not pairs:
         return ""
@@ -227,11 +234,9 @@ def fgd_gain(runs):
     (s, f), = pairs
     line = f"FGD student minus plain student: {points(diffs['mAP50'][0]):+.1f} mAP50, " \
            f"{points(diffs['mAP50-95'][0]):+.1f} mAP50-95 (points)."
-    if s["per_class"] is not None and f["per_class"] is not None:
-        diff = f["per_class"]["AP50"] - s["per_class"]["AP50"]
-        known = np.isfinite(diff)
-        line += f" AP50 is higher on {int((diff[known] > 0).sum())} of {int(known.sum())} classes."
-    return line
+    diff = f["per_class"]["AP50"] - s["per_class"]["AP50"]
+    known = np.isfinite(diff)
+    return line + f" AP50 is higher on {int((diff[known] > 0).sum())} of {int(known.sum())} classes."
 
 
 def plot_map50_curves(runs, path):
