@@ -35,3 +35,32 @@ def initial_value(rule, shape, fan_in=None):
         return np.zeros(shape, np.float32)
     raise ValueError(f"unknown initialisation rule {rule!r}; known: {', '.join(RULES)}")
 
+
+
+DEFAULT_RULES = {"conv": {"weight": "uniform", "bias": "uniform"}, "norm": {"weight": "ones", "bias": "zeros"}}
+
+
+def initial_weights(modules, parameter_names):
+    """{parameter name: array} for a tree of modules, drawn in module order.
+
+    modules: (prefix, kind, {'weight'/'bias': shape}, init_rules) per module, as named_modules() lists them; kind is
+    'conv' (convolution: the fan-in is the weight's size per output channel), 'norm' (normalisation) or None (no
+    parameters of its own); init_rules {parameter path below the module: rule} override the defaults.
+    parameter_names: every trainable parameter, so that one without a rule is an error rather than left to a
+    framework's own generator.
+    """
+    named = {f"{prefix}.{path}" if prefix else path: rule
+             for prefix, _, _, rules in modules for path, rule in rules.items()}
+    values = {}
+    for prefix, kind, shapes, _ in modules:
+        if kind is None:
+            continue
+        fan_in = math.prod(shapes["weight"][1:]) if kind == "conv" else None
+        for name, default in DEFAULT_RULES[kind].items():
+            if name in shapes:
+                key = f"{prefix}.{name}" if prefix else name
+                values[key] = initial_value(named.get(key, default), shapes[name], fan_in)
+    missed = [name for name in parameter_names if name not in values]
+    if missed:
+        raise TypeError(f"no initialisation rule for {', '.join(missed)}: give its module a kind (module_kind)")
+    return values

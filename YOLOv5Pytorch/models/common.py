@@ -1,6 +1,4 @@
 """YOLOv5 v6 building blocks. Attribute names equal ultralytics' so its state dicts load unchanged."""
-import math
-
 import torch
 import torch.nn as nn
 
@@ -11,29 +9,23 @@ BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "anchors")
 
 
 def draw_initial_weights(module):
-    """Every weight and bias of module's convolutions and normalisation layers, drawn in module order from
-    yolocore.init's seeded generator: the same seed gives both trees the same weights. init_rules, a dict of
+    """Every weight and bias of module's convolutions and normalisation layers from yolocore.init's seeded
+    generator, in module order: the same seed gives both trees the same weights. init_rules, a dict of
     {parameter path below the module: rule} on any module, overrides the defaults."""
-    named = {f"{prefix}.{path}" if prefix else path: rule
-             for prefix, m in module.named_modules() for path, rule in getattr(m, "init_rules", {}).items()}
-    drawn = set()
+    modules = [(prefix, module_kind(m), {name: tuple(getattr(m, name).shape) for name in ("weight", "bias")
+                                         if getattr(m, name, None) is not None}, getattr(m, "init_rules", {}))
+               for prefix, m in module.named_modules()]
+    parameters = {k: p for k, p in module.named_parameters() if not k.endswith(BUFFERS)}
+    values = initial.initial_weights(modules, parameters)
     with torch.no_grad():
-        for prefix, m in module.named_modules():
-            if isinstance(m, nn.Conv2d):
-                defaults, fan_in = {"weight": "uniform", "bias": "uniform"}, math.prod(m.weight.shape[1:])
-            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                defaults, fan_in = {"weight": "ones", "bias": "zeros"}, None
-            else:
-                continue
-            for name, default in defaults.items():
-                key = f"{prefix}.{name}" if prefix else name
-                if getattr(m, name) is not None:
-                    value = initial.initial_value(named.get(key, default), tuple(getattr(m, name).shape), fan_in)
-                    getattr(m, name).copy_(torch.from_numpy(value))
-                    drawn.add(key)
-    missed = [k for k, _ in module.named_parameters() if k not in drawn and not k.endswith(BUFFERS)]
-    if missed:
-        raise TypeError(f"no initialisation rule for {', '.join(missed)}: add its module to draw_initial_weights")
+        for name, value in values.items():
+            parameters[name].copy_(torch.from_numpy(value))
+
+
+def module_kind(m):
+    if isinstance(m, nn.Conv2d):
+        return "conv"
+    return "norm" if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)) else None
 
 
 class Conv(nn.Module):
