@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 RULES = ("uniform", "relu_normal", "ones", "zeros")
+DEFAULT_RULES = {"conv": {"weight": "uniform", "bias": "uniform"}, "norm": {"weight": "ones", "bias": "zeros"}}
 _generator = np.random.default_rng(0)
 
 
@@ -34,10 +35,6 @@ def initial_value(rule, shape, fan_in=None):
     if rule == "zeros":
         return np.zeros(shape, np.float32)
     raise ValueError(f"unknown initialisation rule {rule!r}; known: {', '.join(RULES)}")
-
-
-
-DEFAULT_RULES = {"conv": {"weight": "uniform", "bias": "uniform"}, "norm": {"weight": "ones", "bias": "zeros"}}
 
 
 def initial_weights(modules, parameter_names):
