@@ -31,6 +31,7 @@ from yolocore.recipe import (
     FGD_KEYS,
     LOSS_KEYS,
     NBS,
+    kd_weight_at,
     loss_gains,
     lr_lambda,
     per_process_batch,
@@ -184,6 +185,7 @@ def train_one_epoch(ctx, epoch):
     nb = len(loader)
     nw = warmup_iterations(hyp, nb)
     lf = ctx["lf"]
+    kd_weight = kd_weight_at(hyp, epoch, opt.epochs)
     for group in optimizer.param_groups:
         group["lr"] = hyp["lr0"] * lf(epoch)
     mloss = np.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0))
@@ -214,8 +216,8 @@ def train_one_epoch(ctx, epoch):
             loss = loss * ctx["world_size"]
             if fgd is not None:
                 kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
-                loss = loss + hyp["kd_weight"] * kd_loss
-                items = jt.concat((items, hyp["kd_weight"] * jt.concat((kd_loss.detach().reshape(1), kd_terms))))
+                loss = loss + kd_weight * kd_loss
+                items = jt.concat((items, kd_weight * jt.concat((kd_loss.detach().reshape(1), kd_terms))))
         optimizer.backward(loss)
         # The last batch always steps: no gradient crosses an epoch boundary, so --resume continues exactly.
         if ni - ctx["last_opt_step"] >= ctx["accumulate"] or i == nb - 1:

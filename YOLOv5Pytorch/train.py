@@ -30,6 +30,7 @@ from yolocore.recipe import (
     FGD_KEYS,
     LOSS_KEYS,
     NBS,
+    kd_weight_at,
     loss_gains,
     lr_lambda,
     per_process_batch,
@@ -180,6 +181,7 @@ def train_one_epoch(ctx, epoch):
     nb = len(loader)
     nw = warmup_iterations(hyp, nb)
     lf = ctx["lf"]
+    kd_weight = kd_weight_at(hyp, epoch, opt.epochs)
     for group in optimizer.param_groups:
         group["lr"] = hyp["lr0"] * lf(epoch)
     mloss = torch.zeros(len(LOSS_KEYS) + (len(FGD_KEYS) if fgd is not None else 0), device=device)
@@ -210,8 +212,8 @@ def train_one_epoch(ctx, epoch):
             loss = loss * ctx["world_size"]
             if fgd is not None:
                 kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
-                loss = loss + hyp["kd_weight"] * kd_loss
-                items = torch.cat((items, hyp["kd_weight"] * torch.cat((kd_loss.detach().reshape(1), kd_terms))))
+                loss = loss + kd_weight * kd_loss
+                items = torch.cat((items, kd_weight * torch.cat((kd_loss.detach().reshape(1), kd_terms))))
         ctx["scaler"].scale(loss).backward()
         # The last batch always steps: no gradient crosses an epoch boundary, so --resume continues exactly.
         if ni - ctx["last_opt_step"] >= ctx["accumulate"] or i == nb - 1:

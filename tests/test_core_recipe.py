@@ -6,6 +6,7 @@ from yolocore.evaluation import Evaluator
 from yolocore.recipe import (
     LOSS_KEYS,
     METRIC_KEYS,
+    kd_weight_at,
     loss_gains,
     lr_lambda,
     results_row,
@@ -24,6 +25,13 @@ def test_lr_schedules_run_from_one_to_lrf():
         assert lf(0) == pytest.approx(1.0) and lf(100) == pytest.approx(0.01)
         assert all(lf(e) > lf(e + 1) for e in range(100))
     assert lr_lambda(100, 0.01)(50) == pytest.approx(0.505)
+
+
+def test_kd_weight_is_constant_by_default_and_moves_linearly_to_its_final_fraction():
+    assert [kd_weight_at({"kd_weight": 0.02}, e, 10) for e in (0, 9)] == [0.02, 0.02]
+    hyp = {"kd_weight": 0.02, "kd_weightf": 0.0}
+    assert [kd_weight_at(hyp, e, 5) for e in range(5)] == pytest.approx([0.02, 0.015, 0.01, 0.005, 0.0])
+    assert kd_weight_at({"kd_weight": 0.1, "kd_weightf": 0.5}, 0, 1) == pytest.approx(0.1)  # one epoch: the first's
 
 
 def test_warmup_ramps_lr_momentum_and_accumulation():

@@ -154,6 +154,16 @@ def test_kd_at_kd_weight_0_trains_the_student_as_plain_training_does(tmp_path, d
         np.testing.assert_allclose(np.asarray(b["model"][k]), np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=k)
 
 
+def test_kd_weight_falls_to_its_final_fraction(tmp_path, data, tree, teacher_run):
+    hyp = load_hyp(tree.train.TREE / "hyp.scratch-low.yaml")
+    hyp["kd_weightf"] = 0.0
+    save_yaml(tmp_path / "hyp.yaml", hyp)
+    run = run_train(tree, tmp_path, data, "--cfg", "yolov5n.yaml", "--epochs", "2", "--noval", "--hyp",
+                    str(tmp_path / "hyp.yaml"), "--mode", "KD", "--teacher", str(weights(teacher_run, "best", tree)))
+    first, last = (float(row["train/fgd_loss"]) for row in read_csv(run / "results.csv"))
+    assert first > 0 and last == 0
+
+
 def test_kd_refuses_a_teacher_with_other_classes(tmp_path, data, tree, teacher_run):
     ckpt = tree.ckpt.load_checkpoint(weights(teacher_run, "best", tree))
     ckpt["names"] = ["a", "b", "c", "d", "e"]

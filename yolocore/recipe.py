@@ -30,6 +30,13 @@ def warmup(ni, nw, hyp, lr_target, batch_size, groups=3):
     return accumulate, [(lr, momentum) for lr in lrs]
 
 
+def kd_weight_at(hyp, epoch, epochs):
+    """The FGD loss weight of an epoch: kd_weight at the first, moving linearly to kd_weight * kd_weightf at the
+    last (kd_weightf, like lrf for the learning rate, defaults to 1: a constant weight)."""
+    final = hyp.get("kd_weightf", 1.0)
+    return hyp["kd_weight"] * (1 + (final - 1) * epoch / max(epochs - 1, 1))
+
+
 def loss_gains(hyp, nl, nc, imgsz):
     """YOLOv5's scaling of the loss gains to the number of levels, classes and the image size."""
     return dict(hyp, box=hyp["box"] * 3 / nl, cls=hyp["cls"] * nc / 80 * 3 / nl,
