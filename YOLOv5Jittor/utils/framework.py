@@ -116,7 +116,7 @@ def init_seeds(seed=0, deterministic=False):
     so they are run first. deterministic: kept for the PyTorch signature."""
     initial.seed(seed)
     jt.sync_all()
-    # Every process builds the same initial weights, as in the PyTorch tree (Jittor would add the rank to the seed).
+    # Every process draws the same random numbers, as in the PyTorch tree (Jittor would add the rank to the seed).
     jt.set_global_seed(seed, different_seed_for_mpi=False)
 
 
