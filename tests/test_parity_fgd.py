@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from YOLOv5Jittor.KD import fgd as jt_fgd
+from YOLOv5Jittor.utils.framework import init_seeds as jt_init_seeds
 from YOLOv5Jittor.utils.framework import state_dict_from_numpy as jt_state_dict_from_numpy
 from YOLOv5Pytorch.KD import fgd as torch_fgd
+from YOLOv5Pytorch.utils.framework import init_seeds as torch_init_seeds
 from YOLOv5Pytorch.utils.framework import state_dict_to_numpy as torch_state_dict_to_numpy
 
 # Rows [image, class, cx, cy, w, h]: boxes touching every border, an overlapping pair with a small box inside the
@@ -42,7 +44,7 @@ def max_rel_error(expected, actual):
 
 def randomised_torch_fgd(seed=0):
     """Every parameter random, the zero-initialised convs included, so the relation term sees the context path."""
-    torch.manual_seed(seed)
+    torch_init_seeds(seed)
     fgd = torch_fgd.FGDLoss(STUDENT_CHANNELS, TEACHER_CHANNELS, **WEIGHTS)
     with torch.no_grad():
         for name, p in fgd.named_parameters():
@@ -175,7 +177,7 @@ def test_terms_and_gradients_agree(losses, inputs, targets):
 
 def test_state_dict_round_trip_jittor_to_pytorch(inputs):
     """Weights made on the Jittor side (its own init plus a change) load into PyTorch and give the same loss."""
-    jt.set_global_seed(3)
+    jt_init_seeds(3)
     jt_loss = jt_fgd.FGDLoss(STUDENT_CHANNELS, TEACHER_CHANNELS, **WEIGHTS)
     for name, p in jt_loss.named_parameters():
         if "channel_add.3" in name:  # zero-initialised: make the relation term depend on them
@@ -198,7 +200,7 @@ def test_state_dict_round_trip_jittor_to_pytorch(inputs):
 def test_fresh_gcblock_has_the_official_init():
     """kaiming normal (fan_in, relu) conv_mask weight, zero conv_mask bias and last conv: the block starts as the
     identity."""
-    jt.set_global_seed(0)
+    jt_init_seeds(0)
     channels = 1024
     block = jt_fgd.GcBlock(channels)
     weight = block.conv_mask.weight.numpy()
@@ -213,7 +215,7 @@ def test_fresh_gcblock_has_the_official_init():
 def test_terms_agree_on_a_large_map():
     """A million cells in one level: Jittor's CPU sums accumulate float32 in one pass, so a single sum over the whole
     batch drifts by ~1e-3; the terms must stay as close to PyTorch as on small maps."""
-    torch.manual_seed(4)
+    torch_init_seeds(4)
     torch_loss = torch_fgd.FGDLoss([64], [64], **{**WEIGHTS, "alpha_fgd": 2.0})
     with torch.no_grad():
         for block in [*torch_loss.gc_student, *torch_loss.gc_teacher]:

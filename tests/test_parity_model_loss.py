@@ -18,6 +18,7 @@ from YOLOv5Jittor.utils.loss import ComputeLoss as JtComputeLoss
 from YOLOv5Pytorch.models.yolo import Model as TorchModel
 from YOLOv5Pytorch.models.yolo import count_parameters as torch_count_parameters
 from YOLOv5Pytorch.utils.framework import ModelEMA as TorchModelEMA
+from YOLOv5Pytorch.utils.framework import init_seeds as torch_init_seeds
 from YOLOv5Pytorch.utils.framework import state_dict_to_numpy as torch_state_dict_to_numpy
 from YOLOv5Pytorch.utils.general import non_max_suppression as torch_nms
 from YOLOv5Pytorch.utils.loss import ComputeLoss as TorchComputeLoss
@@ -49,7 +50,7 @@ def max_rel_error(expected, actual):
 
 @pytest.fixture(scope="module")
 def models():
-    torch.manual_seed(0)
+    torch_init_seeds(0)
     torch_model = TorchModel("yolov5n.yaml", nc=NC)
     with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode exercises them
         for m in torch_model.modules():
@@ -146,7 +147,7 @@ def test_train_mode_batchnorm_and_its_gradient_agree():
 def test_model_ema_agrees_and_keeps_the_keys(models):
     """Jittor's deepcopy drops marks on Vars (stop_grad, persistence): the EMA copy must still save the same keys."""
     torch_model, jt_model = models
-    torch.manual_seed(1)
+    torch_init_seeds(1)
     torch_other = TorchModel("yolov5n.yaml", nc=NC)
     jt_other = JtModel("yolov5n.yaml", nc=NC)
     jt_other.load_state_dict(jt_state_dict_from_numpy(torch_state_dict_to_numpy(torch_other.state_dict())))

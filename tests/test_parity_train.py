@@ -23,6 +23,7 @@ from YOLOv5Jittor.utils.framework import state_dict_to_numpy as jt_state_dict_to
 from YOLOv5Pytorch import train as torch_train
 from YOLOv5Pytorch.models.yolo import Model as TorchModel
 from YOLOv5Pytorch.utils.checkpoint import save_checkpoint as torch_save_checkpoint
+from YOLOv5Pytorch.utils.framework import init_seeds as torch_init_seeds
 from YOLOv5Pytorch.utils.framework import state_dict_to_numpy as torch_state_dict_to_numpy
 
 EPOCHS = 5  # 2 batches each: 10 iterations inside warmup, so the accumulation grows from 1 to 2
@@ -47,7 +48,7 @@ def hyp(tmp_path_factory):
 def teacher(tmp_path_factory):
     """A yolov5n teacher with random weights and non-trivial BatchNorm statistics, as a PyTorch .pt: the Jittor
     tree reads the same file."""
-    torch.manual_seed(5)
+    torch_init_seeds(5)
     model = TorchModel("yolov5n.yaml", nc=5)
     with torch.no_grad():
         for m in model.modules():

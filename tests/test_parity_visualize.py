@@ -19,6 +19,7 @@ from YOLOv5Pytorch import visualize as torch_visualize
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.models.yolo import Model
 from YOLOv5Pytorch.utils.checkpoint import save_checkpoint
+from YOLOv5Pytorch.utils.framework import init_seeds as torch_init_seeds
 
 IMGSZ = 96
 LAYERS = [17, 20, 23]
@@ -31,7 +32,7 @@ def files(tmp_path_factory):
     .pkl, and one synthetic image with its labels."""
     root = tmp_path_factory.mktemp("vis_parity")
     make_synthetic_dataset(root / "syn", n_train=1, n_val=1, imgsz=128, seed=5)
-    torch.manual_seed(1)
+    torch_init_seeds(1)
     cfg = load_model_cfg("yolov5n.yaml")
     cfg["width_multiple"] = 0.125
     teacher, student = Model("yolov5n.yaml", nc=5), Model(cfg, nc=5)

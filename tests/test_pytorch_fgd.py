@@ -5,6 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from YOLOv5Pytorch.KD.fgd import FGDLoss, background_mask, foreground_mask, pad_boxes
+from YOLOv5Pytorch.utils.framework import init_seeds
 
 # Boxes touching every border, overlapping pairs, one image without boxes, one image covered whole,
 # rows out of image order: everything the vectorised mask could get wrong.
@@ -81,7 +82,7 @@ def loop_fgd(fgd, student_feats, teacher_feats, targets):
 
 
 def make_fgd(student_channels=(8, 16, 12), teacher_channels=(16, 16, 24), seed=0):
-    torch.manual_seed(seed)
+    init_seeds(seed)
     fgd = FGDLoss(list(student_channels), list(teacher_channels), alpha_fgd=2.0, beta_fgd=1.0, gamma_fgd=0.5)
     # The zero-initialised last convs hide the context path; random weights make the relation term test it.
     for block in [*fgd.gc_student, *fgd.gc_teacher]:
@@ -138,7 +139,7 @@ def test_loss_matches_loop_reference():
 
 
 def test_equal_features_give_zero_fg_bg_mask():
-    torch.manual_seed(0)
+    init_seeds(0)
     fgd = FGDLoss([8, 16], [8, 16])
     assert all(isinstance(align, nn.Identity) for align in fgd.align)
     feats = make_feats(fgd.teacher_channels, shapes=SHAPES[:2])

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from yolocore.config import load_hyp
 from YOLOv5Pytorch.models.yolo import Model
 from YOLOv5Pytorch.utils import general
+from YOLOv5Pytorch.utils.framework import init_seeds
 from YOLOv5Pytorch.utils.general import box_iou, nms, non_max_suppression
 from YOLOv5Pytorch.utils.loss import ComputeLoss, bbox_ciou
 
@@ -22,7 +23,7 @@ def hyp():
 
 
 def seeded_model(nc=3, seed=0):
-    torch.manual_seed(seed)
+    init_seeds(seed)
     return Model("yolov5n.yaml", nc=nc)
 
 

@@ -19,7 +19,7 @@ from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import train
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from YOLOv5Pytorch.utils.framework import ModelEMA
+from YOLOv5Pytorch.utils.framework import ModelEMA, init_seeds
 from YOLOv5Pytorch.utils.general import non_max_suppression
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -31,7 +31,7 @@ HEAD_LAYERS = [17, 20, 23]
 
 
 def seeded_model(cfg="yolov5n.yaml", nc=3, seed=0):
-    torch.manual_seed(seed)
+    init_seeds(seed)
     return Model(cfg, nc=nc)
 
 

@@ -17,6 +17,7 @@ from YOLOv5Pytorch import visualize
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.models.yolo import Model
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, save_checkpoint
+from YOLOv5Pytorch.utils.framework import init_seeds
 
 IMGSZ = 96
 LAYERS = [17, 20, 23]
@@ -42,7 +43,7 @@ def files(tmp_path_factory):
     """teacher.pt, kd_student.pt (with trained-looking FGD modules), plain_student.pt and a synthetic image."""
     root = tmp_path_factory.mktemp("vis")
     make_synthetic_dataset(root / "syn", n_train=2, n_val=1, imgsz=128, seed=3)
-    torch.manual_seed(0)
+    init_seeds(0)
     teacher, student = Model("yolov5n.yaml", nc=5), Model(narrow_cfg(), nc=5)
     assert teacher.feature_channels(LAYERS) == TEACHER_CHANNELS
     fgd = FGDLoss(student.feature_channels(LAYERS), TEACHER_CHANNELS)

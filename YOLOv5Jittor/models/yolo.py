@@ -8,6 +8,7 @@ import jittor.nn as nn
 from yolocore.architecture import parse_model_cfg
 from yolocore.config import load_model_cfg
 from YOLOv5Jittor.models.common import (
+    BUFFERS,
     C3,
     SPPF,
     BatchNorm2d,
@@ -105,5 +106,4 @@ def initialize_weights(model):
 
 def count_parameters(model):
     # Jittor keeps buffers among the parameters (and copies lose any mark on them), so they go by name.
-    buffers = ("running_mean", "running_var", "anchors")
-    return sum(v.numel() for k, v in model.state_dict().items() if not k.endswith(buffers))
+    return sum(v.numel() for k, v in model.state_dict().items() if not k.endswith(BUFFERS))
