@@ -1,8 +1,19 @@
-"""Dataset and model yaml loading: every broken yaml is an error naming the file and what is wrong."""
+"""Dataset, model and hyperparameter yaml loading: every broken yaml is an error naming the file and what is wrong."""
 import pytest
 import yaml
 
-from yolocore.config import ConfigError, increment_path, load_data_yaml, load_hyp, load_model_cfg
+from yolocore.config import (
+    FGD_HYP_KEYS,
+    HYP_KEYS,
+    ROOT,
+    ConfigError,
+    increment_path,
+    load_data_yaml,
+    load_hyp,
+    load_model_cfg,
+)
+
+SHIPPED_HYPS = [ROOT / tree / "hyp.scratch-low.yaml" for tree in ("YOLOv5Pytorch", "YOLOv5Jittor")]
 
 
 def write(path, data):
@@ -59,6 +70,42 @@ def test_model_cfg_by_name_and_hyp_keys(tmp_path):
         load_model_cfg(str(write(tmp_path / "m.yaml", {"nc": 1})))
     with pytest.raises(ConfigError, match="lr0"):
         load_hyp(write(tmp_path / "h.yaml", {"momentum": 0.9}))
+
+
+def test_the_shipped_hyp_files_are_valid_for_kd_and_equal():
+    pytorch, jittor = (load_hyp(path, kd=True) for path in SHIPPED_HYPS)
+    assert pytorch == jittor
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lr0", "0.01x", "is not a number"),
+    ("mosaic", True, "is not a number"),
+    ("weight_decay", -0.0005, "finite number >= 0"),
+    ("kd_weightf", float("nan"), "finite number >= 0"),
+    ("lr0", 0.0, "must be > 0"),
+    ("fgd_temp", 0.0, "must be > 0"),
+    ("anchor_t", 1.0, "must be > 1"),
+    ("fliplr", 1.5, r"must lie in \[0, 1\]"),
+])
+def test_a_bad_hyp_value_names_the_file_and_its_line(tmp_path, key, value, message):
+    lines = SHIPPED_HYPS[0].read_text().splitlines()
+    line = next(i for i, text in enumerate(lines) if text.startswith(f"{key}:"))
+    lines[line] = yaml.safe_dump({key: value}).strip()
+    f = write(tmp_path / "hyp.yaml", "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=f"{f}:{line + 1}: {key}: .*{message}"):
+        load_hyp(f)
+
+
+def test_kd_needs_the_fgd_weights_and_unknown_keys_are_reported(tmp_path, capsys):
+    shipped = load_hyp(SHIPPED_HYPS[0])
+    ultralytics_like = {**{k: shipped[k] for k in HYP_KEYS}, "copy_paste": 0.0}
+    f = write(tmp_path / "h.yaml", ultralytics_like)
+    assert load_hyp(f) == ultralytics_like
+    line = yaml.safe_dump(ultralytics_like).splitlines().index("copy_paste: 0.0")
+    assert f"{f}:{line + 1}: 'copy_paste' is not a hyperparameter" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="--mode KD") as e:
+        load_hyp(f, kd=True)
+    assert all(k in str(e.value) for k in FGD_HYP_KEYS)
 
 
 def test_increment_path(tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
 import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
-from yolocore.config import load_hyp, save_yaml
+from yolocore.config import ConfigError, load_hyp, save_yaml
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Jittor import detect as jittor_detect
 from YOLOv5Jittor import train as jittor_train
@@ -172,6 +172,16 @@ def test_kd_refuses_a_teacher_with_other_classes(tmp_path, data, tree, teacher_r
     with pytest.raises(ValueError, match="classes"):
         run_train(tree, tmp_path, data, "--mode", "KD", "--cfg", "yolov5n.yaml", "--teacher", str(other),
                   "--epochs", "1")
+
+
+def test_kd_refuses_a_hyp_without_the_fgd_weights(tmp_path, data, tree, teacher_run):
+    shipped = load_hyp(tree.train.TREE / "hyp.scratch-low.yaml")
+    plain = tmp_path / "plain.yaml"
+    save_yaml(plain, {k: v for k, v in shipped.items() if not k.startswith(("kd_", "fgd_"))})
+    with pytest.raises(ConfigError, match="plain.yaml.*--mode KD.*kd_weight"):
+        run_train(tree, tmp_path, data, "--mode", "KD", "--cfg", "yolov5n.yaml", "--hyp", str(plain),
+                  "--teacher", str(weights(teacher_run, "best", tree)), "--epochs", "1")
+    assert not (tmp_path / "exp").exists(), "a failed start must not leave a run folder behind"
 
 
 def test_val_and_detect_run_on_a_checkpoint(tmp_path, data, tree, teacher_run):

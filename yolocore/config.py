@@ -1,4 +1,5 @@
 """Yaml loading for models, datasets and hyperparameters, and run-folder naming."""
+import math
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,18 @@ HYP_KEYS = (
     "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
     "flipud", "fliplr", "mosaic", "mixup",
 )
+FGD_HYP_KEYS = ("kd_weight", "fgd_temp", "fgd_alpha", "fgd_beta", "fgd_gamma", "fgd_lambda")
+OPTIONAL_HYP_KEYS = ("kd_weightf", "label_smoothing")
+# Every hyperparameter is a number >= 0; these have a narrower range: (test, what it says).
+_FRACTION = (lambda v: v <= 1, "must lie in [0, 1]")
+HYP_BOUNDS = {
+    "lr0": (lambda v: v > 0, "must be > 0"),
+    "fgd_temp": (lambda v: v > 0, "must be > 0"),
+    # a target matches an anchor when their side ratio is below anchor_t: at 1 or less nothing ever matches
+    "anchor_t": (lambda v: v > 1, "must be > 1"),
+    **dict.fromkeys(("momentum", "warmup_momentum", "hsv_h", "hsv_s", "hsv_v", "translate", "scale", "flipud",
+                     "fliplr", "mosaic", "mixup", "label_smoothing"), _FRACTION),
+}
 
 
 class ConfigError(ValueError):
@@ -105,12 +118,44 @@ def load_data_yaml(path):
     }
 
 
-def load_hyp(path):
+def load_hyp(path, kd=False):
+    """The hyperparameters of a yaml file; kd: the FGD weights are required too (--mode KD).
+
+    A value that is not a number or lies outside its range is an error naming the file and line. A key that nothing
+    reads (a typo, or a YOLOv5 key this trainer has no use for, such as copy_paste) is reported, not fatal.
+    """
     hyp = load_yaml(path)
-    missing = [k for k in HYP_KEYS if k not in hyp]
+    required = HYP_KEYS + (FGD_HYP_KEYS if kd else ())
+    missing = [k for k in required if k not in hyp]
     if missing:
-        raise ConfigError(f"{path}: hyperparameters missing: {', '.join(missing)}")
+        where = " (--mode KD needs the FGD weights; the tree's hyp.scratch-low.yaml has them)" if kd else ""
+        raise ConfigError(f"{path}: hyperparameters missing{where}: {', '.join(missing)}")
+    lines = _key_lines(path)
+    for key, value in hyp.items():
+        if key not in HYP_KEYS + FGD_HYP_KEYS + OPTIONAL_HYP_KEYS:
+            print(f"{path}:{lines.get(key, '?')}: '{key}' is not a hyperparameter of this trainer and is ignored")
+            continue
+        problem = _out_of_range(key, value)
+        if problem:
+            raise ConfigError(f"{path}:{lines.get(key, '?')}: {key}: {value!r} {problem}")
     return hyp
+
+
+def _key_lines(path):
+    """Top-level key -> its 1-based line in the yaml file."""
+    with open(path, encoding="utf-8") as f:
+        node = yaml.compose(f)
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value}
+
+
+def _out_of_range(key, value):
+    """Why value cannot be the hyperparameter key, or None when it can."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "is not a number"
+    if not math.isfinite(value) or value < 0:
+        return "must be a finite number >= 0"
+    test, rule = HYP_BOUNDS.get(key, (lambda v: True, ""))
+    return None if test(value) else rule
 
 
 def increment_path(path, exist_ok=False):
