@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from yolocore.augment import letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
-from yolocore.cli import run_script
+from yolocore.cli import positive_int, run_script
 from yolocore.config import increment_path
 from yolocore.dataset import list_image_files
 from yolocore.plots import draw_detections
@@ -32,10 +32,10 @@ def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="checkpoint (.pt or .pkl: either tree's)")
     parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--imgsz", type=positive_int, default=640)
     parser.add_argument("--conf-thres", type=float, default=0.25)
     parser.add_argument("--iou-thres", type=float, default=0.45)
-    parser.add_argument("--max-det", type=int, default=1000)
+    parser.add_argument("--max-det", type=positive_int, default=1000)
     parser.add_argument("--device", default="")
     parser.add_argument("--save-txt", action="store_true", help="also write labels/NAME.txt: class cx cy w h")
     parser.add_argument("--save-conf", action="store_true", help="with --save-txt, add the confidence column")

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from yolocore.anchors import check_anchors, label_wh
-from yolocore.cli import run_script
+from yolocore.cli import non_negative_int, positive_int, run_script
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
 from yolocore.host_memory import retain_freed_memory
 from yolocore.metrics import fitness
@@ -79,16 +79,16 @@ def parse_opt(argv=None):
     p.add_argument("--kd-layers", type=int, nargs="+", default=[17, 20, 23], help="layers to distil")
     p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
     p.add_argument("--hyp", default=str(TREE / "hyp.scratch-low.yaml"), help="hyperparameter yaml")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16, help="global batch, shared by all processes")
-    p.add_argument("--imgsz", type=int, default=640, help="train and val image size (pixels)")
+    p.add_argument("--epochs", type=positive_int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="global batch, shared by all processes")
+    p.add_argument("--imgsz", type=positive_int, default=640, help="train and val image size (pixels)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (mpirun: one GPU per process)")
-    p.add_argument("--workers", type=int, default=8, help="data-loading processes")
+    p.add_argument("--workers", type=non_negative_int, default=8, help="data-loading processes")
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
     p.add_argument("--resume", nargs="?", const="last", default="", help=f"continue a run from its last{SUFFIX}")
-    p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
+    p.add_argument("--patience", type=positive_int, default=100, help="stop after this many epochs without improvement")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     p.add_argument("--noautoanchor", action="store_true")

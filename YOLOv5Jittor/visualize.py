@@ -21,7 +21,7 @@ import jittor.nn as nn
 import numpy as np
 from tqdm import tqdm
 
-from yolocore.cli import run_script
+from yolocore.cli import positive_int, run_script
 from yolocore.config import increment_path
 from yolocore.fgd_figures import (
     check_sources,
@@ -47,7 +47,7 @@ def parse_opt(argv=None):
     parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="layer indices to show (default: the student's kd_layers, else 17 20 23)")
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--imgsz", type=positive_int, default=640)
     parser.add_argument("--conf-thres", type=float, default=0.25)
     parser.add_argument("--iou-thres", type=float, default=0.45)
     parser.add_argument("--device", default="")

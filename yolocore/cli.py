@@ -1,4 +1,5 @@
 """Entry-point glue shared by the scripts of both trees."""
+import argparse
 import sys
 from pathlib import Path
 
@@ -10,3 +11,23 @@ def run_script(main):
         return main()
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {e}")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (an epoch count, batch or image size), rejected at the command line."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0 (a worker count)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text, low):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is below {low}")
+    return value

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from yolocore.checkpoint_io import SUFFIXES
+from yolocore.cli import non_negative_int, positive_int
 from yolocore.config import ROOT, load_model_cfg, load_yaml, save_yaml
 from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, run_kind, seeded_name, write_report
 
@@ -54,20 +55,20 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--data", default=str(ROOT / "data" / "NWPU.yaml"), help="dataset yaml")
     p.add_argument("--reduced", action="store_true",
                    help="CPU preset: imgsz 320, batch 16, 35 epochs, teacher yolov5n, student yolov5n at width 0.125")
-    p.add_argument("--imgsz", type=int, help=f"default {FULL['imgsz']}")
-    p.add_argument("--batch-size", type=int, help=f"default {FULL['batch_size']}")
-    p.add_argument("--epochs", type=int, help=f"default {FULL['epochs']}")
+    p.add_argument("--imgsz", type=positive_int, help=f"default {FULL['imgsz']}")
+    p.add_argument("--batch-size", type=positive_int, help=f"default {FULL['batch_size']}")
+    p.add_argument("--epochs", type=positive_int, help=f"default {FULL['epochs']}")
     p.add_argument("--teacher-cfg", help=f"default {FULL['teacher_cfg']}")
     p.add_argument("--student-cfg", help=f"default {FULL['student_cfg']}")
     p.add_argument("--teacher-width", type=float, help="override the teacher cfg's width_multiple")
     p.add_argument("--student-width", type=float, help="override the student cfg's width_multiple")
     p.add_argument("--hyp", default="", help="hyperparameter yaml (default: the tree's hyp.scratch-low.yaml)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
-    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--workers", type=non_negative_int, default=8)
     p.add_argument("--project", default=f"runs/study/{framework}",
                    help="folder of the runs and the report; each framework's study needs its own")
     p.add_argument("--seed", type=int, default=0, help="the teacher's seed and the first student pair's")
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--repeats", type=positive_int, default=1,
                    help="student / FGD-student pairs, at seeds seed, seed+1, ...: the FGD gain over several seeds")
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
@@ -75,8 +76,6 @@ def parse_opt(argv=None, framework="pytorch"):
                    help="the runs to train now (with --repeats, those of every seed), e.g. the teacher and the "
                         "student as two processes side by side (the FGD student needs the teacher's best weights)")
     opt = p.parse_args(argv)
-    if opt.repeats < 1:
-        p.error(f"--repeats must be at least 1, got {opt.repeats}")
     for k, v in (REDUCED if opt.reduced else FULL).items():
         if getattr(opt, k) is None:
             setattr(opt, k, v)

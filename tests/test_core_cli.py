@@ -1,0 +1,51 @@
+"""Counts and sizes on the command line: every script of both trees refuses one below its range before it starts,
+naming the flag."""
+import argparse
+
+import pytest
+
+from yolocore import study
+from yolocore.cli import non_negative_int, positive_int
+from YOLOv5Jittor import detect as jittor_detect
+from YOLOv5Jittor import train as jittor_train
+from YOLOv5Jittor import val as jittor_val
+from YOLOv5Jittor import visualize as jittor_visualize
+from YOLOv5Pytorch import detect as pytorch_detect
+from YOLOv5Pytorch import train as pytorch_train
+from YOLOv5Pytorch import val as pytorch_val
+from YOLOv5Pytorch import visualize as pytorch_visualize
+
+CHECKPOINTS = ["--weights", "w.pt"]
+SCRIPTS = {
+    "train": ([pytorch_train, jittor_train], [], ["--epochs", "--batch-size", "--imgsz", "--patience"], ["--workers"]),
+    "val": ([pytorch_val, jittor_val], CHECKPOINTS + ["--data", "d.yaml"], ["--imgsz", "--batch-size", "--max-det"],
+            ["--workers"]),
+    "detect": ([pytorch_detect, jittor_detect], CHECKPOINTS + ["--source", "img"], ["--imgsz", "--max-det"], []),
+    "visualize": ([pytorch_visualize, jittor_visualize], ["--teacher", "t.pt", "--student", "s.pt", "--source", "i"],
+                  ["--imgsz"], []),
+}
+CASES = [(script, module, required, flag, value)
+         for script, (modules, required, positive, non_negative) in SCRIPTS.items() for module in modules
+         for flag, value in [(f, "0") for f in positive] + [(f, "-1") for f in non_negative] + [(positive[0], "2x")]]
+
+
+def test_the_types():
+    assert positive_int("3") == 3 and non_negative_int("0") == 0
+    for parse, text in ((positive_int, "0"), (non_negative_int, "-1"), (positive_int, "1.5")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"'{text}' is not an integer|{text} is below"):
+            parse(text)
+
+
+@pytest.mark.parametrize("script, module, required, flag, value", CASES,
+                         ids=[f"{m.__name__.split('.')[0]}.{s}{f}={v}" for s, m, _, f, v in CASES])
+def test_a_count_below_its_range_is_refused(capsys, script, module, required, flag, value):
+    with pytest.raises(SystemExit):
+        module.parse_opt(required + [flag, value])
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--repeats", "0"), ("--workers", "-1")])
+def test_the_study_refuses_them_too(capsys, flag, value):
+    with pytest.raises(SystemExit):
+        study.parse_opt([flag, value])
+    assert f"argument {flag}" in capsys.readouterr().err
