@@ -33,6 +33,7 @@ from yolocore.recipe import (
     kd_weight_at,
     loss_gains,
     lr_lambda,
+    patience_ran_out,
     per_process_batch,
     results_row,
     scaled_weight_decay,
@@ -86,7 +87,8 @@ def parse_opt(argv=None):
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
     p.add_argument("--resume", nargs="?", const="last", default="", help=f"continue a run from its last{SUFFIX}")
-    p.add_argument("--patience", type=positive_int, default=100, help="stop after this many epochs without improvement")
+    p.add_argument("--patience", type=non_negative_int, default=100,
+                   help="stop after this many epochs without improvement (0: never)")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     p.add_argument("--noautoanchor", action="store_true")
@@ -353,7 +355,7 @@ def end_epoch(ctx, epoch, losses):
         ctx["best_epoch"] = epoch
         save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"best{SUFFIX}")
     save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"last{SUFFIX}")
-    stop = epoch - ctx["best_epoch"] >= opt.patience
+    stop = patience_ran_out(epoch, ctx["best_epoch"], opt.patience)
     if stop:
         print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {ctx['best_epoch'] + 1})")
     return broadcast_flag(stop)

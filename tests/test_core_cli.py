@@ -17,7 +17,7 @@ from YOLOv5Pytorch import visualize as pytorch_visualize
 
 CHECKPOINTS = ["--weights", "w.pt"]
 SCRIPTS = {
-    "train": ([pytorch_train, jittor_train], [], ["--epochs", "--batch-size", "--imgsz", "--patience"], ["--workers"]),
+    "train": ([pytorch_train, jittor_train], [], ["--epochs", "--batch-size", "--imgsz"], ["--workers", "--patience"]),
     "val": ([pytorch_val, jittor_val], CHECKPOINTS + ["--data", "d.yaml"], ["--imgsz", "--batch-size", "--max-det"],
             ["--workers"]),
     "detect": ([pytorch_detect, jittor_detect], CHECKPOINTS + ["--source", "img"], ["--imgsz", "--max-det"], []),

@@ -9,6 +9,7 @@ from yolocore.recipe import (
     kd_weight_at,
     loss_gains,
     lr_lambda,
+    patience_ran_out,
     results_row,
     scaled_weight_decay,
     warmup,
@@ -32,6 +33,11 @@ def test_kd_weight_is_constant_by_default_and_moves_linearly_to_its_final_fracti
     hyp = {"kd_weight": 0.02, "kd_weightf": 0.0}
     assert [kd_weight_at(hyp, e, 5) for e in range(5)] == pytest.approx([0.02, 0.015, 0.01, 0.005, 0.0])
     assert kd_weight_at({"kd_weight": 0.1, "kd_weightf": 0.5}, 0, 1) == pytest.approx(0.1)  # one epoch: the first's
+
+
+def test_patience_counts_epochs_since_the_best_and_0_never_stops():
+    assert [patience_ran_out(e, 2, 3) for e in range(2, 7)] == [False, False, False, True, True]
+    assert not any(patience_ran_out(e, 0, 0) for e in range(100))
 
 
 def test_warmup_ramps_lr_momentum_and_accumulation():

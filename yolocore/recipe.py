@@ -37,6 +37,11 @@ def kd_weight_at(hyp, epoch, epochs):
     return hyp["kd_weight"] * (1 + (final - 1) * epoch / max(epochs - 1, 1))
 
 
+def patience_ran_out(epoch, best_epoch, patience):
+    """True once patience epochs have passed without a new best; patience 0 never stops (YOLOv5's convention)."""
+    return patience > 0 and epoch - best_epoch >= patience
+
+
 def loss_gains(hyp, nl, nc, imgsz):
     """YOLOv5's scaling of the loss gains to the number of levels, classes and the image size."""
     return dict(hyp, box=hyp["box"] * 3 / nl, cls=hyp["cls"] * nc / 80 * 3 / nl,
