@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from yolocore import compare, study
-from yolocore.config import load_model_cfg, save_yaml
+from yolocore.config import ROOT, ConfigError, load_model_cfg, load_yaml, save_yaml
 from yolocore.evaluation import Evaluator, write_per_class_csv
 from yolocore.recipe import results_row
 from yolocore.report import load_run, seeded_name, write_report
@@ -198,6 +198,21 @@ def test_a_study_refuses_and_keeps_a_project_of_the_other_framework(tmp_path):
     assert (tmp_path / "teacher" / "per_class.csv").is_file()
     assert (tmp_path / "student" / "weights" / "last.pt").is_file()
     assert study.parse_opt([], "jittor").project == "runs/study/jittor" != study.parse_opt([]).project
+
+
+def test_a_study_checks_its_hyp_for_the_fgd_weights_before_it_trains(tmp_path):
+    shipped = load_yaml(ROOT / "YOLOv5Pytorch" / "hyp.scratch-low.yaml")
+    plain = tmp_path / "plain.yaml"
+    save_yaml(plain, {k: v for k, v in shipped.items() if not k.startswith(("kd_", "fgd_"))})
+
+    def no_training(*_):
+        raise AssertionError("trained")
+
+    pytorch = study.Tree("YOLOv5Pytorch", no_training, no_training, no_training, no_training, no_training, ".pt",
+                         "pytorch")
+    with pytest.raises(ConfigError, match="plain.yaml.*--mode KD.*kd_weight"):
+        study.main(pytorch, study.parse_opt(["--project", str(tmp_path / "study"), "--hyp", str(plain)]))
+    assert not (tmp_path / "study").exists()
 
 
 def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path):

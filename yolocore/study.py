@@ -24,7 +24,7 @@ from typing import Callable
 
 from yolocore.checkpoint_io import SUFFIXES
 from yolocore.cli import non_negative_int, positive_int
-from yolocore.config import ROOT, load_model_cfg, load_yaml, save_yaml
+from yolocore.config import ROOT, load_hyp, load_model_cfg, load_yaml, save_yaml
 from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, run_kind, seeded_name, write_report
 
 FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
@@ -230,6 +230,8 @@ def validate_run(tree, run_dir, opt):
 
 def main(tree, opt):
     project = Path(opt.project)
+    if opt.hyp:  # a hyp without the FGD weights would otherwise fail when the FGD student starts, hours in
+        load_hyp(opt.hyp, kd="student_fgd" in opt.runs)
     plan = [(name, argv) for name, argv in run_plan(opt, tree.suffix) if run_kind(name) in opt.runs]
     for name, _ in plan:  # even --force deletes only this framework's runs
         check_framework(project / name, tree.suffix)
