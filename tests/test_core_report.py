@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from yolocore import compare, study
+from yolocore.checkpoint_io import write_pickle_checkpoint
 from yolocore.config import ROOT, ConfigError, load_model_cfg, load_yaml, save_yaml
 from yolocore.evaluation import Evaluator, write_per_class_csv
 from yolocore.recipe import results_row
@@ -212,6 +213,33 @@ def test_a_study_checks_its_hyp_for_the_fgd_weights_before_it_trains(tmp_path):
                          "pytorch")
     with pytest.raises(ConfigError, match="plain.yaml.*--mode KD.*kd_weight"):
         study.main(pytorch, study.parse_opt(["--project", str(tmp_path / "study"), "--hyp", str(plain)]))
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_study_with_a_given_teacher_trains_only_the_students_and_checks_the_teacher_first(tmp_path):
+    opt = study.parse_opt(["--reduced", "--teacher", "elsewhere/best.pt", "--repeats", "2"])
+    plan = study.run_plan(opt, ".pkl")
+    assert [name for name, _ in plan] == ["student", "student_fgd", "student_seed1", "student_fgd_seed1"]
+    assert all(argv[argv.index("--teacher") + 1] == "elsewhere/best.pt" for _, argv in plan[1::2])
+    assert "The teacher, trained elsewhere: `elsewhere/best.pt`" in study.protocol_line(opt)
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+    data = tmp_path / "data.yaml"
+    save_yaml(data, {"path": str(tmp_path), "train": "images/train", "val": "images/val", "nc": 2, "names": ["a", "b"]})
+    other = tmp_path / "other.pkl"
+    write_pickle_checkpoint({"names": ["a", "c"], "nc": 2}, other)
+
+    def no_training(*_):
+        raise AssertionError("trained")
+
+    pytorch = study.Tree("YOLOv5Pytorch", no_training, no_training, no_training, no_training, no_training, ".pt",
+                         "pytorch")
+    for teacher, error, message in ((tmp_path / "missing.pt", FileNotFoundError, "missing.pt"),
+                                    (other, ValueError, r"other.pkl: trained on the classes \['a', 'c'\]")):
+        with pytest.raises(error, match=message):
+            study.main(pytorch, study.parse_opt(["--project", str(tmp_path / "study"), "--data", str(data),
+                                                 "--teacher", str(teacher)]))
     assert not (tmp_path / "study").exists()
 
 

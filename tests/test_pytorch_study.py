@@ -103,3 +103,19 @@ def test_study_processes_side_by_side_keep_each_others_records(tmp_path):
     first.record("teacher", "python train.py --name teacher", "GPU", 3, 9.0, fresh=True)
     second.record("student", "python train.py --name student", "GPU", 3, 5.0, fresh=True)
     assert sorted(json.loads((tmp_path / "study.json").read_text())["runs"]) == ["student", "teacher"]
+
+
+def test_a_given_teacher_is_distilled_and_not_trained(data, project, tmp_path, monkeypatch):
+    trained, real = [], study.TREE.train
+
+    def recording(opt):
+        trained.append(opt.name)
+        return real(opt)
+
+    monkeypatch.setattr(study, "TREE", dataclasses.replace(study.TREE, train=recording))
+    teacher = str(project / "teacher" / "weights" / "best.pt")
+    study.main(study_argv(data, tmp_path, "--teacher", teacher))
+    assert trained == ["student", "student_fgd"]
+    assert yaml.safe_load((tmp_path / "student_fgd" / "opt.yaml").read_text())["teacher"] == teacher
+    md = (tmp_path / "study.md").read_text()
+    assert f"The teacher, trained elsewhere: `{teacher}`" in md and "| FGD student |" in md

@@ -9,6 +9,9 @@ tree) is validated again; --force retrains them all from scratch.
 --repeats N trains the student and the FGD student at seeds seed .. seed+N-1, against the one teacher: a seed fixes
 the initial weights and the order and augmentation of the batches, so the two runs of a seed differ by the FGD
 term alone, and the report gives their difference as a mean over seeds with its standard error.
+
+--teacher CKPT distils a teacher trained elsewhere (either tree's checkpoint, on the study's classes) instead of
+training one: the study then trains only the students.
 """
 import argparse
 import json
@@ -22,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from yolocore.checkpoint_io import SUFFIXES
+from yolocore.checkpoint_io import SUFFIXES, read_checkpoint
 from yolocore.cli import non_negative_int, positive_int
-from yolocore.config import ROOT, load_hyp, load_model_cfg, load_yaml, save_yaml
+from yolocore.config import ROOT, load_data_yaml, load_hyp, load_model_cfg, load_yaml, save_yaml
 from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, run_kind, seeded_name, write_report
 
 FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
@@ -58,6 +61,7 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--imgsz", type=positive_int, help=f"default {FULL['imgsz']}")
     p.add_argument("--batch-size", type=positive_int, help=f"default {FULL['batch_size']}")
     p.add_argument("--epochs", type=positive_int, help=f"default {FULL['epochs']}")
+    p.add_argument("--teacher", default="", help="a trained teacher checkpoint to distil instead of training one")
     p.add_argument("--teacher-cfg", help=f"default {FULL['teacher_cfg']}")
     p.add_argument("--student-cfg", help=f"default {FULL['student_cfg']}")
     p.add_argument("--teacher-width", type=float, help="override the teacher cfg's width_multiple")
@@ -113,17 +117,19 @@ def model_cfg(cfg, width, project):
 
 
 def run_plan(opt, suffix):
-    """(name, train.py arguments) of the teacher, then of the student and the FGD student of each seed, in the
-    order they must run."""
+    """(name, train.py arguments) of the teacher (unless --teacher gives one), then of the student and the FGD
+    student of each seed, in the order they must run."""
     common = ["--data", opt.data, "--imgsz", str(opt.imgsz), "--batch-size", str(opt.batch_size),
               "--epochs", str(opt.epochs), "--device", opt.device, "--workers", str(opt.workers),
               "--project", opt.project, "--exist-ok"]
     common += ["--hyp", opt.hyp] if opt.hyp else []
     common += ["--noval"] if opt.noval else []
-    teacher = model_cfg(opt.teacher_cfg, opt.teacher_width, opt.project)
     student = model_cfg(opt.student_cfg, opt.student_width, opt.project)
-    best_teacher = str(Path(opt.project) / "teacher" / "weights" / f"best{suffix}")
-    plan = [("teacher", ["--cfg", teacher, *common, "--seed", str(opt.seed), "--name", "teacher"])]
+    best_teacher = opt.teacher or str(Path(opt.project) / "teacher" / "weights" / f"best{suffix}")
+    plan = []
+    if not opt.teacher:
+        teacher = model_cfg(opt.teacher_cfg, opt.teacher_width, opt.project)
+        plan.append(("teacher", ["--cfg", teacher, *common, "--seed", str(opt.seed), "--name", "teacher"]))
     for seed in range(opt.seed, opt.seed + opt.repeats):
         plain, fgd = (seeded_name(kind, seed, opt.seed) for kind in ("student", "student_fgd"))
         seeded = [*common, "--seed", str(seed)]
@@ -196,11 +202,25 @@ class StudyLog:
 
 def protocol_line(opt):
     kind = "Reduced CPU protocol" if opt.reduced else "Protocol"
-    seeds = (f"seed {opt.seed}" if opt.repeats == 1 else
-             f"teacher at seed {opt.seed}, students at seeds {opt.seed}-{opt.seed + opt.repeats - 1}")
+    students = f"seed {opt.seed}" if opt.repeats == 1 else f"seeds {opt.seed}-{opt.seed + opt.repeats - 1}"
+    if opt.teacher:
+        seeds = f"students at {students}"
+    else:
+        seeds = students if opt.repeats == 1 else f"teacher at seed {opt.seed}, students at {students}"
+    teacher = f" The teacher, trained elsewhere: `{opt.teacher}`." if opt.teacher else ""
     return (f"{kind}: data `{opt.data}`, imgsz {opt.imgsz}, batch {opt.batch_size}, epochs {opt.epochs} (from "
             f"scratch), {seeds}, {Path(opt.hyp).name if opt.hyp else 'hyp.scratch-low.yaml'}"
-            f"{', --noval' if opt.noval else ''}.")
+            f"{', --noval' if opt.noval else ''}.{teacher}")
+
+
+def check_teacher(path, data):
+    """A given teacher must exist and know the dataset's classes: checked before the students train, not when the
+    FGD student starts, hours later."""
+    ckpt = read_checkpoint(path)
+    names = load_data_yaml(data)["names"]
+    if list(ckpt.get("names", [])) != list(names):
+        raise ValueError(f"--teacher {path}: trained on the classes {list(ckpt.get('names', []))}, but {data} has "
+                         f"{list(names)}")
 
 
 def train_run(tree, name, argv, state, log, device, opt):
@@ -232,6 +252,8 @@ def main(tree, opt):
     project = Path(opt.project)
     if opt.hyp:  # a hyp without the FGD weights would otherwise fail when the FGD student starts, hours in
         load_hyp(opt.hyp, kd="student_fgd" in opt.runs)
+    if opt.teacher:
+        check_teacher(opt.teacher, opt.data)
     plan = [(name, argv) for name, argv in run_plan(opt, tree.suffix) if run_kind(name) in opt.runs]
     for name, _ in plan:  # even --force deletes only this framework's runs
         check_framework(project / name, tree.suffix)
