@@ -285,7 +285,7 @@ def setup(opt):
     rank, world_size, device = init_distributed(opt.device)
     barrier()  # every process has named the run folder before rank 0 creates it
     batch_size = per_process_batch(opt.batch_size, world_size)
-    hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp, kd=opt.mode == "KD")
+    hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp, kd=opt.mode == "KD", verbose=rank == 0)
     with main_process_first(rank):
         data = prepare_data(opt)
     names = data["names"]

@@ -103,6 +103,8 @@ def test_kd_needs_the_fgd_weights_and_unknown_keys_are_reported(tmp_path, capsys
     assert load_hyp(f) == ultralytics_like
     line = yaml.safe_dump(ultralytics_like).splitlines().index("copy_paste: 0.0")
     assert f"{f}:{line + 1}: 'copy_paste' is not a hyperparameter" in capsys.readouterr().out
+    load_hyp(f, verbose=False)  # the other processes of a distributed run
+    assert capsys.readouterr().out == ""
     with pytest.raises(ConfigError, match="--mode KD") as e:
         load_hyp(f, kd=True)
     assert all(k in str(e.value) for k in FGD_HYP_KEYS)

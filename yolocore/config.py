@@ -118,11 +118,12 @@ def load_data_yaml(path):
     }
 
 
-def load_hyp(path, kd=False):
+def load_hyp(path, kd=False, verbose=True):
     """The hyperparameters of a yaml file; kd: the FGD weights are required too (--mode KD).
 
     A value that is not a number or lies outside its range is an error naming the file and line. A key that nothing
-    reads (a typo, or a YOLOv5 key this trainer has no use for, such as copy_paste) is reported, not fatal.
+    reads (a typo, or a YOLOv5 key this trainer has no use for, such as copy_paste) is reported (when verbose), not
+    fatal.
     """
     hyp = load_yaml(path)
     required = HYP_KEYS + (FGD_HYP_KEYS if kd else ())
@@ -133,7 +134,8 @@ def load_hyp(path, kd=False):
     lines = _key_lines(path)
     for key, value in hyp.items():
         if key not in HYP_KEYS + FGD_HYP_KEYS + OPTIONAL_HYP_KEYS:
-            print(f"{path}:{lines.get(key, '?')}: '{key}' is not a hyperparameter of this trainer and is ignored")
+            if verbose:
+                print(f"{path}:{lines.get(key, '?')}: '{key}' is not a hyperparameter of this trainer and is ignored")
             continue
         problem = _out_of_range(key, value)
         if problem:
