@@ -178,6 +178,14 @@ def test_presets_and_run_plan(tmp_path):
         study.parse_opt(["--repeats", "0"])
 
 
+def untrainable_tree(name, suffix, framework):
+    """A study Tree whose every entry point fails: for checks that must refuse before anything runs."""
+    def no_training(*_):
+        raise AssertionError("trained")
+
+    return study.Tree(name, no_training, no_training, no_training, no_training, no_training, suffix, framework)
+
+
 def test_a_study_refuses_and_keeps_a_project_of_the_other_framework(tmp_path):
     """A Jittor study pointed at a PyTorch study's project must neither report PyTorch's runs as its own nor
     delete them, not even with --force."""
@@ -187,11 +195,7 @@ def test_a_study_refuses_and_keeps_a_project_of_the_other_framework(tmp_path):
         (run / "weights" / "last.pt").touch()
     (tmp_path / "teacher" / "per_class.csv").touch()
 
-    def no_training(*_):
-        raise AssertionError("trained")
-
-    jittor = study.Tree("YOLOv5Jittor", no_training, no_training, no_training, no_training, no_training, ".pkl",
-                        "jittor")
+    jittor = untrainable_tree("YOLOv5Jittor", ".pkl", "jittor")
     for extra in ([], ["--force"]):
         with pytest.raises(ValueError, match="teacher: holds a pytorch run \\(weights/last.pt\\)"):
             study.main(jittor, study.parse_opt(["--project", str(tmp_path), *extra], "jittor"))
@@ -206,11 +210,7 @@ def test_a_study_checks_its_hyp_for_the_fgd_weights_before_it_trains(tmp_path):
     plain = tmp_path / "plain.yaml"
     save_yaml(plain, {k: v for k, v in shipped.items() if not k.startswith(("kd_", "fgd_"))})
 
-    def no_training(*_):
-        raise AssertionError("trained")
-
-    pytorch = study.Tree("YOLOv5Pytorch", no_training, no_training, no_training, no_training, no_training, ".pt",
-                         "pytorch")
+    pytorch = untrainable_tree("YOLOv5Pytorch", ".pt", "pytorch")
     with pytest.raises(ConfigError, match="plain.yaml.*--mode KD.*kd_weight"):
         study.main(pytorch, study.parse_opt(["--project", str(tmp_path / "study"), "--hyp", str(plain)]))
     assert not (tmp_path / "study").exists()
@@ -230,11 +230,7 @@ def test_a_study_with_a_given_teacher_trains_only_the_students_and_checks_the_te
     other = tmp_path / "other.pkl"
     write_pickle_checkpoint({"names": ["a", "c"], "nc": 2}, other)
 
-    def no_training(*_):
-        raise AssertionError("trained")
-
-    pytorch = study.Tree("YOLOv5Pytorch", no_training, no_training, no_training, no_training, no_training, ".pt",
-                         "pytorch")
+    pytorch = untrainable_tree("YOLOv5Pytorch", ".pt", "pytorch")
     for teacher, error, message in ((tmp_path / "missing.pt", FileNotFoundError, "missing.pt"),
                                     (other, ValueError, r"other.pkl: trained on the classes \['a', 'c'\]")):
         with pytest.raises(error, match=message):
