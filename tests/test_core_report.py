@@ -168,7 +168,8 @@ def test_presets_and_run_plan(tmp_path):
     assert f_argv[:2] == ["--mode", "KD"] and f_argv[f_argv.index("--teacher") + 1].endswith("teacher/weights/best.pkl")
     assert t_argv[t_argv.index("--imgsz") + 1] == "256" and "--exist-ok" in t_argv
 
-    repeated = study.run_plan(study.parse_opt(["--reduced", "--seed", "3", "--repeats", "2"]), ".pkl")
+    repeated = study.run_plan(study.parse_opt(["--reduced", "--seed", "3", "--repeats", "2", "--project",
+                                                 str(tmp_path)]), ".pkl")
     assert [name for name, _ in repeated] == ["teacher", "student", "student_fgd", "student_seed4",
                                               "student_fgd_seed4"]
     assert [argv[argv.index("--seed") + 1] for _, argv in repeated] == ["3", "3", "3", "4", "4"]
@@ -217,7 +218,7 @@ def test_a_study_checks_its_hyp_for_the_fgd_weights_before_it_trains(tmp_path):
 
 
 def test_a_study_with_a_given_teacher_trains_only_the_students_and_checks_the_teacher_first(tmp_path):
-    opt = study.parse_opt(["--reduced", "--teacher", "elsewhere/best.pt", "--repeats", "2"])
+    opt = study.parse_opt(["--reduced", "--teacher", "elsewhere/best.pt", "--repeats", "2", "--project", str(tmp_path)])
     plan = study.run_plan(opt, ".pkl")
     assert [name for name, _ in plan] == ["student", "student_fgd", "student_seed1", "student_fgd_seed1"]
     assert all(argv[argv.index("--teacher") + 1] == "elsewhere/best.pt" for _, argv in plan[1::2])
