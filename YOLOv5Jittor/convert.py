@@ -2,7 +2,8 @@
 
     python YOLOv5Jittor/convert.py --weights runs/train/exp/weights/best.pt      # writes best.pkl beside it
 
-This tree's train.py, val.py, detect.py and visualize.py also read the other tree's checkpoints directly. The
+This tree's train.py, val.py, detect.py and visualize.py also read the other tree's checkpoints directly, and
+ultralytics YOLOv5's .pt files, which this script turns into .pkl files too. The
 optimizer state is left out (its layout is framework-specific), so a converted checkpoint starts new runs
 (--weights, --teacher) but does not --resume.
 """
@@ -19,7 +20,7 @@ from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, sa
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint to convert (.pt or .pkl)")
+    parser.add_argument("--weights", required=True, help="checkpoint to convert (either tree's or ultralytics')")
     parser.add_argument("--out", default="", help=f"output path; default: --weights with the suffix {SUFFIX}")
     return parser.parse_args(argv)
 

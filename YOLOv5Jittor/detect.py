@@ -30,7 +30,7 @@ from YOLOv5Jittor.utils.general import non_max_suppression
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt or .pkl: either tree's)")
+    parser.add_argument("--weights", required=True, help="checkpoint (either tree's or ultralytics')")
     parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
     parser.add_argument("--imgsz", type=positive_int, default=640)
     parser.add_argument("--conf-thres", type=float, default=0.25)

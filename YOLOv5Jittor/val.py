@@ -47,7 +47,7 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint to evaluate (.pt or .pkl: either tree's)")
+    parser.add_argument("--weights", required=True, help="checkpoint to evaluate (either tree's or ultralytics')")
     parser.add_argument("--data", required=True, help="dataset yaml")
     parser.add_argument("--task", default="val", choices=("train", "val"), help="which split to evaluate")
     parser.add_argument("--imgsz", type=positive_int, default=640)

@@ -2,9 +2,10 @@
 
     python YOLOv5Pytorch/convert.py --weights runs/train/exp/weights/best.pkl      # writes best.pt beside it
 
-This tree's train.py, val.py, detect.py and visualize.py also read the other tree's checkpoints directly. The
-optimizer state is left out (its layout is framework-specific), so a converted checkpoint starts new runs
-(--weights, --teacher) but does not --resume.
+This tree's train.py, val.py, detect.py and visualize.py also read the other tree's checkpoints directly, and
+ultralytics YOLOv5's .pt files, which this script turns into plain ones (with --out: the default name is the
+file's own). The optimizer state is left out (its layout is framework-specific), so a converted checkpoint starts
+new runs (--weights, --teacher) but does not --resume.
 """
 import argparse
 import sys
@@ -19,7 +20,7 @@ from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, s
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint to convert (.pkl or .pt)")
+    parser.add_argument("--weights", required=True, help="checkpoint to convert (either tree's or ultralytics')")
     parser.add_argument("--out", default="", help=f"output path; default: --weights with the suffix {SUFFIX}")
     return parser.parse_args(argv)
 

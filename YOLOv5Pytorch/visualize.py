@@ -38,8 +38,8 @@ DEFAULT_TEMP = 0.5  # FGDLoss's default, for checkpoints whose hyp does not say
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
-    parser.add_argument("--student", required=True, help="student checkpoint (.pt), a KD run's or a plain one")
+    parser.add_argument("--teacher", required=True, help="teacher checkpoint (.pt or .pkl: either tree's)")
+    parser.add_argument("--student", required=True, help="student checkpoint (.pt or .pkl), a KD run's or a plain one")
     parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="layer indices to show (default: the student's kd_layers, else 17 20 23)")

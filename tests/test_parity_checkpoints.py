@@ -1,14 +1,16 @@
-"""Checkpoints across the trees: each reads the other's file, evaluates it the same way, converts it, and refuses
-files that are not plain arrays and containers."""
+"""Checkpoints across the trees: each reads the other's file and ultralytics YOLOv5's, evaluates it the same way,
+converts it, and refuses files that would run code."""
 # isort: off
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
 import jittor as jt  # noqa: F401
 # isort: on
 import pickle
+from copy import deepcopy
 
 import numpy as np
 import pytest
 import torch
+from ultralytics_like import save_ultralytics_checkpoint
 
 from yolocore.checkpoint_io import read_checkpoint, read_torch_checkpoint
 from yolocore.synthetic import make_synthetic_dataset
@@ -16,12 +18,15 @@ from YOLOv5Jittor import convert as jt_convert
 from YOLOv5Jittor import detect as jt_detect
 from YOLOv5Jittor import train as jt_train
 from YOLOv5Jittor import val as jt_val
+from YOLOv5Jittor.KD.distiller import load_teacher as jt_load_teacher
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint as jt_load_checkpoint
 from YOLOv5Pytorch import convert as torch_convert
 from YOLOv5Pytorch import detect as torch_detect
 from YOLOv5Pytorch import train as torch_train
 from YOLOv5Pytorch import val as torch_val
+from YOLOv5Pytorch.KD.distiller import load_teacher as torch_load_teacher
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint as torch_load_checkpoint
+from YOLOv5Pytorch.utils.checkpoint import model_from_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +173,119 @@ def test_checkpoints_with_code_or_garbage_are_refused(tmp_path, loader, capsys):
         loader(garbage)
     with pytest.raises(FileNotFoundError, match="nothing.pkl"):
         loader(tmp_path / "nothing.pkl")
+
+
+# ---------------------------------------------------------------- ultralytics YOLOv5's own .pt files
+
+
+def trained_model(weights):
+    ckpt = torch_load_checkpoint(weights)
+    return model_from_checkpoint(ckpt), ckpt["names"]
+
+
+@pytest.fixture(scope="module", params=["v7", "v6"])
+def ultralytics_weights(request, tmp_path_factory, torch_weights):
+    model, names = trained_model(torch_weights)
+    path = tmp_path_factory.mktemp("ultralytics") / "best.pt"
+    return save_ultralytics_checkpoint(model, names, path, version=request.param)
+
+
+@pytest.mark.parametrize("loader", [torch_load_checkpoint, jt_load_checkpoint], ids=["pytorch", "jittor"])
+def test_ultralytics_checkpoints_read_in_both_trees(ultralytics_weights, torch_weights, loader):
+    """ultralytics pickles its modules in float16: each tree reads their weights (as float32), classes and yaml
+    without ultralytics' code."""
+    model, names = trained_model(torch_weights)
+    ckpt = loader(ultralytics_weights)
+    assert ckpt["framework"] == "ultralytics" and ckpt["names"] == names and ckpt["nc"] == len(names)
+    assert ckpt["yaml"] == model.yaml
+    expected = model.half().float().state_dict()
+    assert list(ckpt["model"]) == list(expected)
+    for k, v in expected.items():
+        np.testing.assert_array_equal(np.asarray(ckpt["model"][k]), v.numpy(), err_msg=k)
+        assert np.asarray(ckpt["model"][k]).dtype == v.numpy().dtype, k
+
+
+def test_ultralytics_checkpoints_evaluate_as_their_weights_do_in_both_trees(tmp_path, data, torch_weights,
+                                                                            ultralytics_weights):
+    model, _ = trained_model(torch_weights)
+    ckpt = torch.load(torch_weights, map_location="cpu", weights_only=True)
+    half = model.half().float().state_dict()
+    torch.save({**ckpt, "model": half, "ema": half, "optimizer": None}, tmp_path / "half.pt")
+    results = {}
+    for name, weights in (("ours", tmp_path / "half.pt"), ("ultralytics", ultralytics_weights)):
+        argv = ["--weights", str(weights), "--data", data, "--imgsz", "64", "--workers", "0", "--project",
+                str(tmp_path)]
+        results[name, "pytorch"] = np.array(torch_val.main(torch_val.parse_opt(argv)))
+        results[name, "jittor"] = np.array(jt_val.main(jt_val.parse_opt(argv)))
+    np.testing.assert_array_equal(results["ultralytics", "pytorch"], results["ours", "pytorch"])
+    np.testing.assert_allclose(results["ultralytics", "jittor"], results["ours", "pytorch"], atol=1e-3)
+
+
+@pytest.mark.parametrize("trees", [(torch_train, torch_convert, torch_load_teacher),
+                                   (jt_train, jt_convert, jt_load_teacher)], ids=["pytorch", "jittor"])
+def test_ultralytics_checkpoints_start_runs_and_teach_but_do_not_resume(tmp_path, data, ultralytics_weights, trees):
+    train, convert, load_teacher = trees
+    ckpt = read_checkpoint(ultralytics_weights)
+    opt = train.parse_opt(["--weights", str(ultralytics_weights), "--data", data, "--imgsz", "64", "--workers", "0",
+                           "--epochs", "1", "--project", str(tmp_path)])
+    device = torch.device("cpu") if train is torch_train else None  # Jittor's build_model takes no device
+    model = train.build_model(opt, {"nc": ckpt["nc"], "names": ckpt["names"]}, device)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), ckpt["model"][k], err_msg=k)
+    teacher = load_teacher(str(ultralytics_weights), ckpt["names"], device)
+    assert not teacher.training
+    with pytest.raises(ValueError, match="classes"):
+        load_teacher(str(ultralytics_weights), ["x", *ckpt["names"][1:]], device)
+    with pytest.raises(ValueError, match=f"not a {train.FRAMEWORK} training checkpoint"):
+        train.resume_options(train.parse_opt(["--resume", str(ultralytics_weights)]))
+    out = convert.convert(str(ultralytics_weights), str(tmp_path / f"ours{convert.SUFFIX}"))
+    converted = read_checkpoint(out)
+    assert converted["framework"] == train.FRAMEWORK and converted["names"] == ckpt["names"]
+    for k, v in ckpt["model"].items():
+        np.testing.assert_array_equal(converted["model"][k], v, err_msg=k)
+
+
+def test_an_ultralytics_last_checkpoint_gives_its_ema_weights(tmp_path, torch_weights):
+    """ultralytics' last.pt holds the raw model and its EMA; like ultralytics, this project runs the EMA."""
+    model, names = trained_model(torch_weights)
+    raw = deepcopy(model)
+    with torch.no_grad():
+        for p in raw.parameters():
+            p.add_(1.0)
+    path = save_ultralytics_checkpoint(raw, names, tmp_path / "last.pt", ema=model)
+    weights = read_checkpoint(path)["model"]
+    for k, v in model.half().float().state_dict().items():
+        np.testing.assert_array_equal(weights[k], v.numpy(), err_msg=k)
+
+
+class Launcher(torch.nn.Module):
+    """A module whose pickle calls print: a checkpoint that tries to run code when it is read."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+    def __deepcopy__(self, memo):  # the writer copies the model; only unpickling may call print
+        return self
+
+
+def test_ultralytics_like_checkpoints_with_code_are_refused(tmp_path, torch_weights, capsys):
+    model, names = trained_model(torch_weights)
+    model.model[0].act = Launcher()
+    path = save_ultralytics_checkpoint(model, names, tmp_path / "evil.pt")
+    for loader in (torch_load_checkpoint, jt_load_checkpoint):
+        with pytest.raises(ValueError, match="evil.pt: not a checkpoint of this project.*print"):
+            loader(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"activation": "nn.LeakyReLU(0.1)"}, "activation nn.LeakyReLU"),  # the weights would give other outputs
+    ({"backbone": [[-1, 1, "Focus", [64, 3]]]}, "uses Focus, which this project does not build"),  # before v6
+])
+def test_ultralytics_models_this_project_cannot_build_are_refused(tmp_path, torch_weights, change, error):
+    model, names = trained_model(torch_weights)
+    model.yaml.update(change)
+    path = save_ultralytics_checkpoint(model, names, tmp_path / "other.pt")
+    for loader in (torch_load_checkpoint, jt_load_checkpoint):
+        with pytest.raises(ValueError, match=f"other.pt: not a checkpoint of this project .*{error}"):
+            loader(path)

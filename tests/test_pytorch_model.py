@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from ultralytics_like import save_ultralytics_checkpoint
 
 from yolocore.augment import letterbox
 from yolocore.boxes import box_iou, scale_boxes
@@ -177,6 +178,22 @@ def test_reference_detects_nwpu_objects(reference_model):
         iou = box_iou(gt[:, :4], det[:, :4])
         same_class = gt[:, 4:5] - 1 == det[None, :, 5]
         assert ((iou > 0.5) & same_class).any(1).all(), f"image {n:03d}: missed ground truth"
+
+
+def test_reference_read_from_an_ultralytics_pickle(reference, reference_model, tmp_path):
+    """The real weights, pickled as ultralytics' train.py pickles its models (float16 modules of its own classes),
+    read back without ultralytics' code: every tensor exact, and the same detections."""
+    meta, state_dict = reference
+    names = [meta["names"][str(i)] for i in range(meta["nc"])]
+    path = save_ultralytics_checkpoint(reference_model, names, tmp_path / "best.pt")
+    ckpt = load_checkpoint(path)
+    assert ckpt["names"] == names and ckpt["nc"] == 10 and ckpt["yaml"] == meta["yaml"]
+    assert list(ckpt["model"]) == list(state_dict)
+    for k, v in state_dict.items():
+        assert torch.equal(ckpt["model"][k], v), k
+    x = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model_from_checkpoint(ckpt)(x)[0], reference_model(x)[0], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- forward

@@ -3,14 +3,20 @@
 A checkpoint is a dict of numbers, strings, lists, dicts and arrays. The PyTorch tree writes it with torch.save
 (.pt, a zip), the Jittor tree as a pickle of numpy arrays (.pkl). Both trees read both: the readers here only
 rebuild arrays and plain containers, never arbitrary objects, so a checkpoint from elsewhere cannot run code.
+ultralytics YOLOv5 pickles whole modules into its .pt files; those are read too, into this project's form, with
+each module class replaced by an inert stand-in that only keeps the pickled attributes.
 """
+import codecs
 import collections
 import os
+import pathlib
 import pickle
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from yolocore.architecture import MODULE_NAMES
 
 _TORCH_STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -31,6 +37,19 @@ class CheckpointFormatError(ValueError):
     pass
 
 
+# Where ultralytics' pickled modules live: its own (models.common, models.yolo) and torch.nn's.
+_MODULE_PACKAGES = ("models.", "torch.nn.modules.")
+_PICKLED_HELPERS = {
+    ("torch._utils", "_rebuild_parameter"): lambda data, *_: data,
+    ("torch._utils", "_rebuild_parameter_with_state"): lambda data, *_: data,
+    ("torch", "Size"): tuple,
+    ("builtins", "set"): set, ("__builtin__", "set"): set,
+    ("_codecs", "encode"): codecs.encode,  # how pickle protocol 2 writes bytes, e.g. a numpy array's data
+    ("pathlib", "PosixPath"): lambda *parts: str(pathlib.PurePosixPath(*parts)),
+    ("pathlib", "WindowsPath"): lambda *parts: str(pathlib.PureWindowsPath(*parts)),
+}
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_):
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
@@ -38,12 +57,57 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
     return np.array(view)
 
 
+class PickledModule:
+    """Stands in for a pickled torch module's class: keeps the attributes (parameters, buffers, submodules,
+    ultralytics' yaml and names) and has no code of the original class to run."""
+
+    def __setstate__(self, state):
+        self.attributes = state[0] if isinstance(state, tuple) else state
+
+
+def _stand_in(module, name):
+    return type(name, (PickledModule,), {"__module__": f"pickled:{module}"})
+
+
+def module_state_dict(module, prefix=""):
+    """state_dict() of a pickled module: parameters, buffers, then each submodule, in torch's order. (YOLOv5 has
+    no non-persistent buffers, which state_dict() would leave out.)"""
+    attributes, out = module.attributes, {}
+    for kind in ("_parameters", "_buffers"):
+        out.update((prefix + k, v) for k, v in attributes.get(kind, {}).items() if v is not None)
+    for k, sub in attributes.get("_modules", {}).items():
+        if sub is not None:
+            out.update(module_state_dict(sub, f"{prefix}{k}."))
+    return out
+
+
+def from_ultralytics(raw, path):
+    """An ultralytics YOLOv5 checkpoint ({'model': pickled DetectionModel, 'ema': ...}) in this project's form,
+    with float32 weights (ultralytics saves float16). Its EMA weights when it has them, as ultralytics uses."""
+    net = raw["ema"] if isinstance(raw.get("ema"), PickledModule) else raw["model"]
+    yaml, names = net.attributes.get("yaml"), net.attributes.get("names")
+    if not isinstance(yaml, dict) or names is None:
+        raise CheckpointFormatError("its pickled model has no yaml or names: not an ultralytics YOLOv5 v6+ model")
+    if "activation" in yaml:
+        raise CheckpointFormatError(f"its yaml sets activation {yaml['activation']}; this project builds SiLU only")
+    unknown = sorted({layer[2] for layer in yaml.get("backbone", []) + yaml.get("head", [])} - set(MODULE_NAMES))
+    if unknown:
+        raise CheckpointFormatError(f"its model uses {', '.join(unknown)}, which this project does not build "
+                                    "(ultralytics YOLOv5 v6+ only)")
+    names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    weights = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in module_state_dict(net).items()}
+    print(f"{path}: read an ultralytics YOLOv5 checkpoint ({len(weights)} tensors, {len(names)} classes)")
+    return {"model": weights, "ema": None, "yaml": yaml, "nc": yaml["nc"], "names": names,
+            "epoch": raw.get("epoch", -1), "framework": "ultralytics"}
+
+
 class _TorchUnpickler(pickle.Unpickler):
-    """Unpickles torch.save's data.pkl into numpy: tensors become arrays, nothing else is allowed."""
+    """Unpickles torch.save's data.pkl into numpy: tensors become arrays, torch and ultralytics modules inert
+    stand-ins, nothing else is allowed."""
 
     def __init__(self, file, archive, prefix):
         super().__init__(file)
-        self.archive, self.prefix, self.storages = archive, prefix, {}
+        self.archive, self.prefix, self.storages, self.stand_ins = archive, prefix, {}, {}
 
     def find_class(self, module, name):
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
@@ -52,6 +116,12 @@ class _TorchUnpickler(pickle.Unpickler):
             return _TORCH_STORAGE_DTYPES[name]
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
+        if (module, name) in _PICKLED_HELPERS:
+            return _PICKLED_HELPERS[module, name]
+        if (module, name) in _NUMPY_GLOBALS:  # an unfinished ultralytics run's best_fitness
+            return super().find_class(module, name)
+        if module.startswith(_MODULE_PACKAGES):
+            return self.stand_ins.setdefault((module, name), _stand_in(module, name))
         raise CheckpointFormatError(f"unsupported object {module}.{name} in a PyTorch checkpoint")
 
     def persistent_load(self, pid):
@@ -79,7 +149,14 @@ def read_torch_checkpoint(path):
         if order is not None and archive.read(order).strip() != b"little":
             raise CheckpointFormatError(f"{path}: big-endian PyTorch checkpoints are not supported")
         with archive.open(pkl) as f:
-            return _TorchUnpickler(f, archive, pkl.rsplit("/", 1)[0]).load()
+            unpickler = _TorchUnpickler(f, archive, pkl.rsplit("/", 1)[0])
+            ckpt = unpickler.load()
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), PickledModule):
+        return from_ultralytics(ckpt, path)
+    if unpickler.stand_ins:
+        raise CheckpointFormatError(f"pickled modules ({', '.join(sorted(map('.'.join, unpickler.stand_ins)))}) "
+                                    "outside an ultralytics YOLOv5 checkpoint")
+    return ckpt
 
 
 def read_pickle_checkpoint(path):
@@ -96,7 +173,7 @@ def read_checkpoint(path):
         return read_torch_checkpoint(path) if zipfile.is_zipfile(path) else read_pickle_checkpoint(path)
     except CheckpointFormatError as e:
         raise ValueError(f"{path}: not a checkpoint of this project ({e})") from e
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as e:
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
 
 

@@ -1,5 +1,5 @@
 """Checkpoints as plain state dicts plus config: no pickled modules. This tree writes .pkl (a pickle of numpy
-arrays and plain containers) and reads both its own .pkl and the PyTorch tree's .pt."""
+arrays and plain containers) and reads its own .pkl, the PyTorch tree's .pt and ultralytics YOLOv5's .pt."""
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Checkpoints as plain state dicts plus config: no pickled modules. This tree writes .pt (torch.save, loadable
-with weights_only=True) and reads both its own .pt and the Jittor tree's .pkl."""
+with weights_only=True) and reads its own .pt, the Jittor tree's .pkl and ultralytics YOLOv5's .pt."""
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -30,12 +31,13 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    if zipfile.is_zipfile(path):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
-    else:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True) if zipfile.is_zipfile(path) else None
+    except pickle.UnpicklingError:  # weights_only refuses pickled modules: ultralytics' .pt, read below
+        ckpt = None
+    except Exception as e:
+        raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
+    if ckpt is None:
         ckpt = map_arrays(read_checkpoint(path), lambda a: torch.from_numpy(a.copy()))
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
