@@ -67,12 +67,14 @@ from YOLOv5Pytorch.utils.framework import (
 from YOLOv5Pytorch.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent
+DEFAULT_CFG = "yolov5s.yaml"
 
 
 def parse_opt(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", default="train", choices=("train", "KD"), help="plain training or FGD distillation")
-    p.add_argument("--cfg", default="yolov5s.yaml", help="model yaml (a name from yolocore/models or a path)")
+    p.add_argument("--cfg", default="", help=f"model yaml (a name from yolocore/models or a path); default: the "
+                   f"--weights model, or {DEFAULT_CFG}")
     p.add_argument("--weights", default="", help="initial weights (either tree's or ultralytics' checkpoint), or empty")
     p.add_argument("--teacher", default="", help="--mode KD: teacher checkpoint (either tree's or ultralytics')")
     p.add_argument("--kd-layers", type=int, nargs="+", default=[17, 20, 23], help="layers to distil")
@@ -114,18 +116,18 @@ def prepare_data(opt):
     return load_data_yaml(opt.data)
 
 
-def build_model(opt, data, device):
-    if opt.weights:
-        ckpt = load_checkpoint(opt.weights)
-        model = Model(ckpt["yaml"], nc=data["nc"])
+def build_model(opt, data, device, resumed=None):
+    """A resumed run's own model; else, as ultralytics, the --cfg model (by default the --weights checkpoint's,
+    or yolov5s) with whatever of --weights fits: a checkpoint with other classes keeps its backbone and neck."""
+    ckpt = load_checkpoint(opt.weights) if opt.weights else None
+    cfg = resumed["yaml"] if resumed else opt.cfg or (ckpt["yaml"] if ckpt else DEFAULT_CFG)
+    model = Model(cfg, nc=data["nc"])
+    if ckpt:
         weights = ckpt.get("ema") or ckpt["model"]
         state = model.state_dict()
-        # Transfer whatever fits (a checkpoint with other classes keeps its backbone and neck).
         fitting = {k: v for k, v in weights.items() if k in state and tuple(v.shape) == tuple(state[k].shape)}
         model.load_state_dict(fitting, strict=False)
         print(f"Transferred {len(fitting)}/{len(state)} items from {opt.weights}")
-    else:
-        model = Model(opt.cfg, nc=data["nc"])
     model.names = data["names"]
     return model.to(device)
 
@@ -292,7 +294,7 @@ def setup(opt):
     init_seeds(opt.seed, opt.deterministic)
     retain_freed_memory()
 
-    model = build_model(opt, data, device)
+    model = build_model(opt, data, device, ckpt)
     if opt.sync_bn:
         model = sync_batchnorm(model, device)
     teacher = load_teacher(opt.teacher, names, device) if opt.mode == "KD" else None

@@ -104,6 +104,24 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch
         np.testing.assert_allclose(np.asarray(b["ema"][k]), np.asarray(v), rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+def test_weights_choose_the_model_unless_cfg_does_and_resume_rebuilds_it(tmp_path, data, tree, teacher_run, narrow_cfg,
+                                                                        monkeypatch):
+    """As ultralytics: --weights alone trains its checkpoint's model (the teacher's yolov5n, not the default
+    yolov5s), --cfg overrides it and takes what fits. A killed run resumes with its own model either way."""
+    teacher = str(weights(teacher_run, "best", tree))
+    interrupt_at(monkeypatch, tree, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tree, tmp_path, data, "--weights", teacher, "--epochs", "2", "--noval")
+    monkeypatch.undo()
+    run = tmp_path / "exp"
+    tree.train.train(tree.train.parse_opt(["--resume", str(weights(run, "last", tree)), "--workers", "0"]))
+    assert [int(r["epoch"]) for r in read_csv(run / "results.csv")] == [0, 1]
+    assert tree.ckpt.load_checkpoint(weights(run, "last", tree))["yaml"]["width_multiple"] == 0.25
+    narrow = run_train(tree, tmp_path, data, "--weights", teacher, "--cfg", narrow_cfg, "--epochs", "1", "--noval",
+                       name="narrow")
+    assert tree.ckpt.load_checkpoint(weights(narrow, "last", tree))["yaml"]["width_multiple"] == 0.125
+
+
 def test_resume_of_a_finished_run_is_refused(teacher_run, tree):
     with pytest.raises(ValueError, match="already finished"):
         tree.train.train(tree.train.parse_opt(["--resume", str(weights(teacher_run, "last", tree)), "--workers", "0"]))
