@@ -9,10 +9,9 @@ each module class replaced by an inert stand-in that only keeps the pickled attr
 import codecs
 import collections
 import os
-import pathlib
 import pickle
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
@@ -41,12 +40,10 @@ class CheckpointFormatError(ValueError):
 _MODULE_PACKAGES = ("models.", "torch.nn.modules.")
 _PICKLED_HELPERS = {
     ("torch._utils", "_rebuild_parameter"): lambda data, *_: data,
-    ("torch._utils", "_rebuild_parameter_with_state"): lambda data, *_: data,
-    ("torch", "Size"): tuple,
     ("builtins", "set"): set, ("__builtin__", "set"): set,
     ("_codecs", "encode"): codecs.encode,  # how pickle protocol 2 writes bytes, e.g. a numpy array's data
-    ("pathlib", "PosixPath"): lambda *parts: str(pathlib.PurePosixPath(*parts)),
-    ("pathlib", "WindowsPath"): lambda *parts: str(pathlib.PureWindowsPath(*parts)),
+    ("pathlib", "PosixPath"): lambda *parts: str(PurePosixPath(*parts)),
+    ("pathlib", "WindowsPath"): lambda *parts: str(PureWindowsPath(*parts)),
 }
 
 
