@@ -1,6 +1,8 @@
 """The Jittor side of what cannot mirror between frameworks: devices, processes, seeding, EMA,
 tensors <-> numpy."""
 import contextlib
+import fcntl
+import itertools
 import math
 from copy import deepcopy
 from pathlib import Path
@@ -31,25 +33,45 @@ def init_distributed(device=""):
     """(rank, world_size, device). Under mpirun Jittor joins the processes when it is imported (jt.in_mpi,
     jt.rank, jt.world_size) and, on CUDA, gives each the GPU of its local rank itself. A plain run is
     (0, 1, select_device(device))."""
-    if jt.in_mpi and jt.rank != 0:
-        own_kernel_cache(jt.rank)
     return jt.rank, jt.world_size, select_device(device)
 
 
-def own_kernel_cache(rank):
-    """Point this process's JIT-compiled kernels at a folder of its own. The ranks meet each new kernel at the same
-    moment, and Jittor compiles it to one path in its cache without a lock between processes: two ranks writing
-    one file broke a compile and hung the run. Everything else (Jittor's core, generated headers) stays shared
-    through links."""
-    shared = Path(jt.flags.cache_path)
-    own = shared / f"mpi_rank{rank}"
-    for folder in ("jit", "obj_files"):
-        (own / folder).mkdir(parents=True, exist_ok=True)
-    for entry in shared.iterdir():
-        link = own / entry.name
-        if entry.name not in ("jit", "obj_files") and not entry.name.startswith("mpi_rank") and not link.is_symlink():
-            link.symlink_to(entry)
-    jt.flags.cache_path = str(own)
+_CLAIMED_SLOT = []
+
+
+def claim_kernel_cache(shared):
+    """Give this process JIT-kernel folders that no other running process compiles into, and return the cache
+    path. Jittor compiles each new kernel to one path in its cache without a lock between processes: two MPI ranks
+    meeting a new kernel at once broke a compile and hung the run, and two trainings side by side can meet one
+    too. The first process takes Jittor's own cache; a process running beside others takes the first free slot
+    folder inside it (kernels in its own jit/ and obj_files/, Jittor's core and headers linked), which keeps its
+    kernels for the next process to take that slot. A slot is an flock, released when its process ends, however
+    it ends."""
+    shared = Path(shared)
+    for slot in itertools.count():
+        own = shared / f"process_slot{slot}" if slot else shared
+        own.mkdir(exist_ok=True)
+        handle = open(own / "kernels_in_use.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _CLAIMED_SLOT.append(handle)  # the open file holds the slot until the process ends
+        break
+    if slot:
+        for folder in ("jit", "obj_files"):
+            (own / folder).mkdir(exist_ok=True)
+        for entry in shared.iterdir():
+            link = own / entry.name
+            if not (entry.name in ("jit", "obj_files", "kernels_in_use.lock") or entry.name.startswith("process_slot")
+                    or link.is_symlink()):
+                link.symlink_to(entry)
+    return str(own)
+
+
+# Before the process compiles its first kernel: every script of this tree imports this module.
+jt.flags.cache_path = claim_kernel_cache(jt.flags.cache_path)
 
 
 def barrier():
