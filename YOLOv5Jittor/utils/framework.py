@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import itertools
 import math
+import os
 from copy import deepcopy
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def claim_kernel_cache(shared):
         for entry in shared.iterdir():
             link = own / entry.name
             if not (entry.name in ("jit", "obj_files", "kernels_in_use.lock") or entry.name.startswith("process_slot")
-                    or link.is_symlink()):
+                    or os.path.lexists(link)):
                 link.symlink_to(entry)
     return str(own)
 
