@@ -26,9 +26,11 @@ def _link_system_onednn(jittor_lib):
     return True
 
 
-# use_mkl=1 without oneDNN in place makes jittor download one (offline: the import fails).
-_ONEDNN = os.path.join(os.environ.get("JITTOR_HOME", os.path.expanduser("~")),
-                       ".cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp/lib/libmkldnn.so")
+os.environ.setdefault("log_silent", "1")
+import jittor_utils  # noqa: E402  (reads log_silent; light: it compiles nothing)
+
+# use_mkl=1 without oneDNN in place makes jittor download one (offline: the import fails). Jittor's home is
+# $JITTOR_HOME, else the one it recorded the last time JITTOR_HOME was set, else ~.
+_ONEDNN = os.path.join(jittor_utils.home(), ".cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp/lib/libmkldnn.so")
 if "use_mkl" not in os.environ:
     os.environ["use_mkl"] = "1" if _link_system_onednn(_ONEDNN) else "0"
-os.environ.setdefault("log_silent", "1")

@@ -10,19 +10,18 @@ from YOLOv5Jittor.utils.framework import jt
 
 CLAIM = ("import sys; from YOLOv5Jittor.utils.framework import claim_kernel_cache; "
          "print(claim_kernel_cache(sys.argv[1]), flush=True); sys.stdin.read()")
-# Claims a kernel cache in argv[1], then runs a few kernels there.
+# Claims a kernel cache in argv[1], runs a few kernels there, reports their result and the cache.
 RUN_KERNELS = ("import sys; from YOLOv5Jittor.utils.framework import claim_kernel_cache, jt; "
                "jt.flags.cache_path = claim_kernel_cache(sys.argv[1]); "
                "x = jt.arange(12).float32().reshape(3, 4); print((x * 3 + 1).exp().sum(1).numpy().tolist()); "
                "print(jt.flags.cache_path, flush=True); sys.stdin.read()")
 
 
-def start(shared, script=CLAIM):
-    """A process that claims a kernel cache in shared, reports it, and holds it until its stdin closes."""
+def start(shared, script=CLAIM, reports=1):
+    """A process that claims a kernel cache in shared, reports, and holds the cache until its stdin closes."""
     process = subprocess.Popen([sys.executable, "-c", script, str(shared)], cwd=ROOT, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
-    lines = [process.stdout.readline().strip() for _ in range(script.count("print("))]
-    return process, *lines
+    return process, *(process.stdout.readline().strip() for _ in range(reports))
 
 
 def stop(*processes):
@@ -77,11 +76,11 @@ def test_a_process_runs_the_kernels_another_one_compiled_without_compiling_them(
     for entry in os.listdir(jittor_cache):  # Jittor's core and headers, as a slot links them
         if entry not in ("jit", "obj_files", "kernels_in_use.lock") and not entry.startswith("process_slot"):
             (shared / entry).symlink_to(os.path.join(jittor_cache, entry))
-    first, first_result, first_cache = start(shared, RUN_KERNELS)
+    first, first_result, first_cache = start(shared, RUN_KERNELS, reports=2)
     try:
         kernels = sorted(name for name in os.listdir(shared / "jit") if name.endswith(".so"))
         assert first_cache == str(shared) and kernels
-        second, second_result, second_cache = start(shared, RUN_KERNELS)
+        second, second_result, second_cache = start(shared, RUN_KERNELS, reports=2)
         stop(second)
         slot = shared / "process_slot1"
         assert (second_cache, second_result) == (str(slot), first_result)

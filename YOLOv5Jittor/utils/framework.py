@@ -38,7 +38,7 @@ def init_distributed(device=""):
 
 
 _CLAIMED_SLOT = []
-_NOT_KERNELS = ("jit", "obj_files", "kernels_in_use.lock")
+_PER_SLOT = ("jit", "obj_files", "kernels_in_use.lock")  # a slot links every other entry of the cache
 
 
 def claim_kernel_cache(shared):
@@ -48,7 +48,8 @@ def claim_kernel_cache(shared):
     too. The first process takes Jittor's own cache; a process running beside others takes the first free slot
     folder inside it (kernels in its own jit/ and obj_files/, Jittor's core and headers linked). A slot is an
     flock, released when its process ends, however it ends. Every process starts with the kernels any folder
-    has compiled (share_compiled_kernels), so a kernel is compiled once per machine, not once per slot."""
+    has compiled (share_compiled_kernels): a kernel one process compiled is not compiled again by the next,
+    whichever slot that one takes."""
     shared = Path(shared)
     for slot in itertools.count():
         own = shared / f"process_slot{slot}" if slot else shared
@@ -66,7 +67,7 @@ def claim_kernel_cache(shared):
             (own / folder).mkdir(exist_ok=True)
         for entry in shared.iterdir():
             link = own / entry.name
-            if not (entry.name in _NOT_KERNELS or entry.name.startswith("process_slot") or os.path.lexists(link)):
+            if not (entry.name in _PER_SLOT or entry.name.startswith("process_slot") or os.path.lexists(link)):
                 link.symlink_to(entry)
     folders = [shared, *sorted(shared.glob("process_slot*"))]
     share_compiled_kernels(own, [folder for folder in folders if folder != own])
