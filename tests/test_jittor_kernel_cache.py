@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from yolocore.config import ROOT
-from YOLOv5Jittor.utils.framework import jt
+from YOLOv5Jittor.utils.framework import _PER_SLOT, jt
 
 CLAIM = ("import sys; from YOLOv5Jittor.utils.framework import claim_kernel_cache; "
          "print(claim_kernel_cache(sys.argv[1]), flush=True); sys.stdin.read()")
@@ -74,7 +74,7 @@ def test_a_process_runs_the_kernels_another_one_compiled_without_compiling_them(
         (shared / folder).mkdir(parents=True)
     jittor_cache = jt.compiler.cache_path
     for entry in os.listdir(jittor_cache):  # Jittor's core and headers, as a slot links them
-        if entry not in ("jit", "obj_files", "kernels_in_use.lock") and not entry.startswith("process_slot"):
+        if entry not in _PER_SLOT and not entry.startswith("process_slot"):
             (shared / entry).symlink_to(os.path.join(jittor_cache, entry))
     first, first_result, first_cache = start(shared, RUN_KERNELS, reports=2)
     try:
