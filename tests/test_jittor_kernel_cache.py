@@ -31,6 +31,13 @@ def stop(*processes):
             assert process.wait(timeout=60) == 0
 
 
+def empty_cache(tmp_path):
+    shared = tmp_path / "cache"
+    for folder in ("jit", "obj_files"):
+        (shared / folder).mkdir(parents=True)
+    return shared
+
+
 def compiled(folder, name, text=b"a compiled kernel"):
     """A kernel as Jittor leaves it: its library, and its cache key naming its files by full path."""
     (folder / "jit" / name).write_bytes(text)
@@ -38,9 +45,7 @@ def compiled(folder, name, text=b"a compiled kernel"):
 
 
 def test_processes_side_by_side_compile_into_their_own_kernel_folders(tmp_path):
-    shared = tmp_path / "cache"
-    for folder in ("jit", "obj_files"):
-        (shared / folder).mkdir(parents=True)
+    shared = empty_cache(tmp_path)
     (shared / "jit_utils_core.so").write_bytes(b"Jittor's core, compiled once and shared")
     compiled(shared, "first.so")
     (shared / "jit" / "unfinished.so").write_bytes(b"a kernel being compiled: no key yet")
@@ -69,9 +74,7 @@ def test_processes_side_by_side_compile_into_their_own_kernel_folders(tmp_path):
 
 
 def test_a_process_runs_the_kernels_another_one_compiled_without_compiling_them(tmp_path):
-    shared = tmp_path / "cache"
-    for folder in ("jit", "obj_files"):
-        (shared / folder).mkdir(parents=True)
+    shared = empty_cache(tmp_path)
     jittor_cache = jt.compiler.cache_path
     for entry in os.listdir(jittor_cache):  # Jittor's core and headers, as a slot links them
         if entry not in _PER_SLOT and not entry.startswith("process_slot"):

@@ -1,5 +1,5 @@
-"""The Jittor side of what cannot mirror between frameworks: devices, processes, seeding, EMA,
-tensors <-> numpy."""
+"""The Jittor side of what cannot mirror between frameworks: devices, processes, the kernel cache, seeding,
+EMA, tensors <-> numpy."""
 import contextlib
 import fcntl
 import itertools
