@@ -70,10 +70,10 @@ def main(opt):
     if ckpt["nc"] != data["nc"] or list(ckpt["names"]) != data["names"]:
         raise ValueError(f"{opt.weights} was trained on classes {ckpt['names']}, but {opt.data} has {data['names']}")
     model = model_from_checkpoint(ckpt, device)
-    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
     loader, _ = create_dataloader(data[opt.task], opt.imgsz, opt.batch_size, data["nc"], workers=opt.workers,
                                   prefix=f"{opt.task}: ")
+    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
     results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,
                      save_dir=save_dir, plots=True, verbose=True)
     print(f"Results saved to {save_dir}")

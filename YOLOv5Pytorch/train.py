@@ -299,16 +299,17 @@ def setup(opt):
         model = sync_batchnorm(model, device)
     teacher = load_teacher(opt.teacher, names, device) if opt.mode == "KD" else None
     fgd = build_fgd(model, teacher, opt.kd_layers, hyp, opt.imgsz, device) if teacher is not None else None
-    if rank == 0:
-        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-        save_yaml(save_dir / "hyp.yaml", hyp)
-        save_yaml(save_dir / "opt.yaml", vars(opt))
     with main_process_first(rank):
         train_loader, dataset = create_dataloader(data["train"], opt.imgsz, batch_size, data["nc"], hyp, augment=True,
                                                   shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ",
                                                   rank=rank, world_size=world_size)
         val_loader = create_dataloader(data["val"], opt.imgsz, batch_size * 2, data["nc"], seed=opt.seed,
                                        workers=opt.workers, prefix="val: ")[0] if rank == 0 else None
+    # The run folder comes last, once the data's labels and image size are checked: a failed start leaves none.
+    if rank == 0:
+        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+        save_yaml(save_dir / "hyp.yaml", hyp)
+        save_yaml(save_dir / "opt.yaml", vars(opt))
     if not ckpt:
         if rank == 0:
             plot_labels(np.concatenate(dataset.labels, 0), names, save_dir)

@@ -164,6 +164,19 @@ def test_nothing_usable_raises_naming_the_sources(tmp_path):
         YoloDataset(tmp_path / "absent", imgsz=64)
 
 
+def test_training_without_a_single_box_is_refused_validation_is_not(tmp_path):
+    images = tmp_path / "images" / "train"
+    write_image(images / "a.jpg")
+    write_image(images / "b.jpg", seed=1)
+    write_labels(tmp_path / "misplaced" / "a.txt", "0 0.5 0.5 0.4 0.3\n")
+    expected_label = tmp_path / "labels" / "train" / "a.txt"
+    with pytest.raises(DatasetError, match=f"no boxes in .*every image is a background.*{expected_label}"):
+        YoloDataset(images, imgsz=64, augment=True, hyp=HYP, cache=False)
+    assert len(YoloDataset(images, imgsz=64, cache=False)) == 2
+    write_labels(expected_label, "0 0.5 0.5 0.4 0.3\n")
+    assert sum(map(len, YoloDataset(images, imgsz=64, augment=True, hyp=HYP, cache=False).labels)) == 1
+
+
 def test_invalid_arguments_are_refused(tmp_path):
     images = make_dataset(tmp_path, n=1)
     with pytest.raises(ValueError, match="multiple of the model stride 32"):

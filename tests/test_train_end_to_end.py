@@ -9,7 +9,7 @@ import torch
 
 import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
 import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
-from yolocore.config import ConfigError, load_hyp, save_yaml
+from yolocore.config import ConfigError, load_data_yaml, load_hyp, save_yaml
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Jittor import detect as jittor_detect
 from YOLOv5Jittor import train as jittor_train
@@ -214,6 +214,27 @@ def test_val_and_detect_run_on_a_checkpoint(tmp_path, data, tree, teacher_run):
     assert len(list(out.glob("*.jpg"))) == 8
     lines = [ln.split() for f in (out / "labels").glob("*.txt") for ln in f.read_text().splitlines()]
     assert lines and all(len(ln) == 6 and 0 <= float(ln[1]) <= 1 for ln in lines)
+
+
+def test_data_the_loaders_refuse_leave_no_run_folder(tmp_path, data, tree):
+    no_val_images = tmp_path / "data.yaml"
+    (tmp_path / "empty").mkdir()
+    save_yaml(no_val_images, dict(load_data_yaml(data), val=str(tmp_path / "empty")))
+    with pytest.raises(ValueError, match="no images found"):
+        run_train(tree, tmp_path, str(no_val_images), "--epochs", "1")
+    with pytest.raises(ValueError, match="imgsz 72 must be a multiple"):
+        run_train(tree, tmp_path, data, "--imgsz", "72", "--epochs", "1")
+    assert not (tmp_path / "exp").exists(), "a failed start must not leave a run folder behind"
+
+
+def test_val_and_detect_refuse_an_imgsz_off_the_stride_and_leave_no_folder(tmp_path, data, tree, teacher_run):
+    best = str(weights(teacher_run, "best", tree))
+    common = ["--weights", best, "--imgsz", "72", "--project", str(tmp_path)]
+    with pytest.raises(ValueError, match="imgsz 72 must be a multiple"):
+        tree.val.main(tree.val.parse_opt([*common, "--data", data, "--workers", "0"]))
+    with pytest.raises(ValueError, match="imgsz 72 must be a multiple"):
+        tree.detect.main(tree.detect.parse_opt([*common, "--source", str(teacher_run)]))
+    assert not (tmp_path / "exp").exists(), "a failed start must not leave an output folder behind"
 
 
 def test_missing_data_and_weights_are_clear_errors(tmp_path, data, tree):

@@ -295,6 +295,10 @@ class YoloDataset:
         self._report(prefix, summary + origin, self.messages + ([cache_message] if cache_message else []))
         if not self.im_files:
             raise DatasetError(f"{prefix}no usable images in {sources}: {summary}")
+        if augment and not any(len(lb) for lb in self.labels):
+            # A model trained on backgrounds alone learns nothing; most often the labels are not where expected.
+            raise DatasetError(f"{prefix}no boxes in {sources}: every image is a background. Labels are read from "
+                               f"the 'labels' folder beside 'images', e.g. {self.label_files[0]}")
 
     @staticmethod
     def _cache_path(first_im_file):
