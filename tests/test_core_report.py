@@ -217,6 +217,14 @@ def test_a_study_checks_its_hyp_for_the_fgd_weights_before_it_trains(tmp_path):
     assert not (tmp_path / "study").exists()
 
 
+def test_a_study_of_a_missing_dataset_writes_nothing(tmp_path):
+    pytorch = untrainable_tree("YOLOv5Pytorch", ".pt", "pytorch")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        study.main(pytorch, study.parse_opt(["--project", str(tmp_path / "study"), "--data",
+                                             str(tmp_path / "nope.yaml")]))
+    assert not (tmp_path / "study").exists()
+
+
 def test_a_study_with_a_given_teacher_trains_only_the_students_and_checks_the_teacher_first(tmp_path):
     opt = study.parse_opt(["--reduced", "--teacher", "elsewhere/best.pt", "--repeats", "2", "--project", str(tmp_path)])
     plan = study.run_plan(opt, ".pkl")

@@ -264,6 +264,7 @@ def main(tree, opt):
     for name, argv in plan:  # refuse a mismatch before anything is trained, logged or deleted
         if states[name] != "new":
             check_protocol(project / name, argv, tree.train_parse_opt)
+    load_data_yaml(opt.data)  # a missing dataset fails here, before the project is written
     device = describe_device(tree.select_device(opt.device))
     log = StudyLog(project, protocol_line(opt),
                    f"Study on {Path(opt.data).stem} ({tree.name}): teacher, student, FGD student")
