@@ -46,7 +46,7 @@ def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="checkpoint to evaluate (either tree's or ultralytics')")
     parser.add_argument("--data", required=True, help="dataset yaml")
-    parser.add_argument("--task", default="val", choices=("train", "val"), help="which split to evaluate")
+    parser.add_argument("--task", default="val", choices=("train", "val", "test"), help="which split to evaluate")
     parser.add_argument("--imgsz", type=positive_int, default=640)
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--conf-thres", type=float, default=0.001)
@@ -63,6 +63,8 @@ def parse_opt(argv=None):
 def main(opt):
     device = select_device(opt.device)
     data = load_data_yaml(opt.data)
+    if opt.task not in data:
+        raise ValueError(f"--task {opt.task}: {opt.data} names no {opt.task} split")
     ckpt = load_checkpoint(opt.weights)
     if ckpt["nc"] != data["nc"] or list(ckpt["names"]) != data["names"]:
         raise ValueError(f"{opt.weights} was trained on classes {ckpt['names']}, but {opt.data} has {data['names']}")

@@ -38,6 +38,16 @@ def test_relative_paths_resolve_from_the_yaml_folder(dataset):
     assert data["names"] == ["a", "b"] and data["nc"] == 2
 
 
+def test_a_test_split_is_optional_and_resolved_like_the_others(dataset):
+    plain = {"path": ".", "train": "images/train", "val": "images/val", "nc": 1, "names": ["a"]}
+    assert "test" not in load_data_yaml(write(dataset / "d.yaml", plain))
+    assert "test" not in load_data_yaml(write(dataset / "d.yaml", dict(plain, test=None)))
+    assert load_data_yaml(write(dataset / "d.yaml", dict(plain, test="images/val")))["test"] == \
+        [str(dataset / "images" / "val")]
+    with pytest.raises(FileNotFoundError, match="'images/test' resolves to"):
+        load_data_yaml(write(dataset / "d.yaml", dict(plain, test="images/test")))
+
+
 @pytest.mark.parametrize("broken, message", [
     ({"train": "images/train", "val": "images/val", "names": ["a"]}, "lacks nc"),
     ({"train": "images/train", "val": "images/val", "nc": 1}, "lacks names"),

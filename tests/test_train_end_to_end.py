@@ -227,6 +227,21 @@ def test_data_the_loaders_refuse_leave_no_run_folder(tmp_path, data, tree):
     assert not (tmp_path / "exp").exists(), "a failed start must not leave a run folder behind"
 
 
+def test_val_evaluates_a_test_split_when_the_data_names_one(tmp_path, data, tree, teacher_run):
+    split = load_data_yaml(data)
+    with_test = tmp_path / "with_test.yaml"
+    save_yaml(with_test, dict(split, test=split["val"]))
+
+    def val(data_yaml, task):
+        return tree.val.main(tree.val.parse_opt(["--weights", str(weights(teacher_run, "best", tree)), "--data",
+                                                 str(data_yaml), "--task", task, "--imgsz", "64", "--workers", "0",
+                                                 "--project", str(tmp_path), "--name", task]))
+
+    assert val(with_test, "test") == val(with_test, "val")
+    with pytest.raises(ValueError, match="--task test: .*synthetic.yaml names no test split"):
+        val(data, "test")
+
+
 def test_val_and_detect_refuse_an_imgsz_off_the_stride_and_leave_no_folder(tmp_path, data, tree, teacher_run):
     best = str(weights(teacher_run, "best", tree))
     common = ["--weights", best, "--imgsz", "72", "--project", str(tmp_path)]

@@ -81,10 +81,10 @@ def normalise_names(names, nc, where):
 
 
 def load_data_yaml(path):
-    """A dataset yaml with absolute train/val paths, int nc and a list of names.
+    """A dataset yaml with absolute train/val (and, when it names one, test) paths, int nc and a list of names.
 
-    Relative 'path' is taken from the yaml's own folder; train/val are relative to 'path'. Each of
-    train/val is an image folder, a .txt list of images, or a list of either."""
+    Relative 'path' is taken from the yaml's own folder; train/val/test are relative to 'path'. Each of
+    them is an image folder, a .txt list of images, or a list of either."""
     path = Path(path)
     data = load_yaml(path)
     missing = [k for k in ("train", "val", "nc", "names") if k not in data]
@@ -108,14 +108,11 @@ def load_data_yaml(path):
             out.append(str(p))
         return out
 
-    return {
-        "yaml_file": str(path.resolve()),
-        "path": str(base),
-        "train": resolve(data["train"]),
-        "val": resolve(data["val"]),
-        "nc": nc,
-        "names": normalise_names(data["names"], nc, path),
-    }
+    splits = {split: resolve(data[split]) for split in ("train", "val")}
+    if data.get("test"):  # optional, as in ultralytics: a held-out split for val.py --task test
+        splits["test"] = resolve(data["test"])
+    return {"yaml_file": str(path.resolve()), "path": str(base), **splits, "nc": nc,
+            "names": normalise_names(data["names"], nc, path)}
 
 
 def load_hyp(path, kd=False, verbose=True):
