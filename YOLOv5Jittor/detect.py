@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from yolocore.augment import letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
-from yolocore.cli import positive_int, run_script
+from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
 from yolocore.dataset import list_image_files
 from yolocore.plots import draw_detections
@@ -33,8 +33,8 @@ def parse_opt(argv=None):
     parser.add_argument("--weights", required=True, help="checkpoint (either tree's or ultralytics')")
     parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
     parser.add_argument("--imgsz", type=positive_int, default=640)
-    parser.add_argument("--conf-thres", type=float, default=0.25)
-    parser.add_argument("--iou-thres", type=float, default=0.45)
+    parser.add_argument("--conf-thres", type=fraction, default=0.25)
+    parser.add_argument("--iou-thres", type=fraction, default=0.45)
     parser.add_argument("--max-det", type=positive_int, default=1000)
     parser.add_argument("--device", default="")
     parser.add_argument("--save-txt", action="store_true", help="also write labels/NAME.txt: class cx cy w h")

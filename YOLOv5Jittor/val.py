@@ -16,7 +16,7 @@ import jittor as jt
 import numpy as np
 from tqdm import tqdm
 
-from yolocore.cli import non_negative_int, positive_int, run_script
+from yolocore.cli import fraction, non_negative_int, positive_int, run_script
 from yolocore.config import increment_path, load_data_yaml
 from yolocore.evaluation import Evaluator
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
@@ -52,8 +52,8 @@ def parse_opt(argv=None):
     parser.add_argument("--task", default="val", choices=("train", "val", "test"), help="which split to evaluate")
     parser.add_argument("--imgsz", type=positive_int, default=640)
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--conf-thres", type=float, default=0.001)
-    parser.add_argument("--iou-thres", type=float, default=0.6)
+    parser.add_argument("--conf-thres", type=fraction, default=0.001)
+    parser.add_argument("--iou-thres", type=fraction, default=0.6)
     parser.add_argument("--max-det", type=positive_int, default=300)
     parser.add_argument("--device", default="")
     parser.add_argument("--workers", type=non_negative_int, default=8)

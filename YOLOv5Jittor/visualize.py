@@ -21,7 +21,7 @@ import jittor.nn as nn
 import numpy as np
 from tqdm import tqdm
 
-from yolocore.cli import positive_int, run_script
+from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
 from yolocore.fgd_figures import (
     check_sources,
@@ -48,8 +48,8 @@ def parse_opt(argv=None):
     parser.add_argument("--layers", type=int, nargs="+", default=None,
                         help="layer indices to show (default: the student's kd_layers, else 17 20 23)")
     parser.add_argument("--imgsz", type=positive_int, default=640)
-    parser.add_argument("--conf-thres", type=float, default=0.25)
-    parser.add_argument("--iou-thres", type=float, default=0.45)
+    parser.add_argument("--conf-thres", type=fraction, default=0.25)
+    parser.add_argument("--iou-thres", type=fraction, default=0.45)
     parser.add_argument("--device", default="")
     parser.add_argument("--out", default="runs/visualize/exp", help="output folder, incremented unless --exist-ok")
     parser.add_argument("--exist-ok", action="store_true")
@@ -147,8 +147,6 @@ def missing_notes(fgd, kd_layers, layers, student, teacher):
 def prepare(opt, device):
     """Everything checked before anything is written: options, checkpoints, classes, layers, map sizes and every
     image."""
-    if not (0 <= opt.conf_thres <= 1 and 0 <= opt.iou_thres <= 1):
-        raise ValueError(f"--conf-thres {opt.conf_thres} and --iou-thres {opt.iou_thres} must lie in [0, 1]")
     teacher, student, s_ckpt = load_models(opt, device)
     fgd, kd_layers = load_fgd(s_ckpt, student, teacher, device)
     layers = list(opt.layers or kd_layers or DEFAULT_LAYERS)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from yolocore.cli import non_negative_int, positive_int, run_script
+from yolocore.cli import fraction, non_negative_int, positive_int, run_script
 from yolocore.config import increment_path, load_data_yaml
 from yolocore.evaluation import Evaluator
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
@@ -49,8 +49,8 @@ def parse_opt(argv=None):
     parser.add_argument("--task", default="val", choices=("train", "val", "test"), help="which split to evaluate")
     parser.add_argument("--imgsz", type=positive_int, default=640)
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--conf-thres", type=float, default=0.001)
-    parser.add_argument("--iou-thres", type=float, default=0.6)
+    parser.add_argument("--conf-thres", type=fraction, default=0.001)
+    parser.add_argument("--iou-thres", type=fraction, default=0.6)
     parser.add_argument("--max-det", type=positive_int, default=300)
     parser.add_argument("--device", default="")
     parser.add_argument("--workers", type=non_negative_int, default=8)

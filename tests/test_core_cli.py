@@ -1,11 +1,11 @@
-"""Counts and sizes on the command line: every script of both trees refuses one below its range before it starts,
-naming the flag."""
+"""Counts, sizes and thresholds on the command line: every script of both trees refuses one outside its range
+before it starts, naming the flag."""
 import argparse
 
 import pytest
 
 from yolocore import study
-from yolocore.cli import non_negative_int, positive_int
+from yolocore.cli import fraction, non_negative_int, positive_int
 from YOLOv5Jittor import detect as jittor_detect
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor import val as jittor_val
@@ -27,6 +27,9 @@ SCRIPTS = {
 CASES = [(script, module, required, flag, value)
          for script, (modules, required, positive, non_negative) in SCRIPTS.items() for module in modules
          for flag, value in [(f, "0") for f in positive] + [(f, "-1") for f in non_negative] + [(positive[0], "2x")]]
+THRESHOLDS = [(module, SCRIPTS[script][1], flag, value) for script in ("val", "detect", "visualize")
+              for module in SCRIPTS[script][0]
+              for flag, value in (("--conf-thres", "1.5"), ("--iou-thres", "-0.1"), ("--conf-thres", "high"))]
 
 
 def test_the_types():
@@ -34,11 +37,23 @@ def test_the_types():
     for parse, text in ((positive_int, "0"), (non_negative_int, "-1"), (positive_int, "1.5")):
         with pytest.raises(argparse.ArgumentTypeError, match=f"'{text}' is not an integer|{text} is below"):
             parse(text)
+    assert fraction("0") == 0 and fraction("1") == 1 and fraction("0.25") == 0.25
+    for text in ("1.5", "-0.1", "nan", "high"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"'{text}' is not a number|{text} is not in"):
+            fraction(text)
 
 
 @pytest.mark.parametrize("script, module, required, flag, value", CASES,
                          ids=[f"{m.__name__.split('.')[0]}.{s}{f}={v}" for s, m, _, f, v in CASES])
 def test_a_count_below_its_range_is_refused(capsys, script, module, required, flag, value):
+    with pytest.raises(SystemExit):
+        module.parse_opt(required + [flag, value])
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, required, flag, value", THRESHOLDS,
+                         ids=[f"{m.__name__}{f}={v}" for m, _, f, v in THRESHOLDS])
+def test_a_threshold_outside_0_1_is_refused(capsys, module, required, flag, value):
     with pytest.raises(SystemExit):
         module.parse_opt(required + [flag, value])
     assert f"argument {flag}" in capsys.readouterr().err

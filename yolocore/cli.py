@@ -23,6 +23,17 @@ def non_negative_int(text):
     return _int_at_least(text, 0)
 
 
+def fraction(text):
+    """argparse type: a number in [0, 1] (a confidence or IoU threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return value
+
+
 def _int_at_least(text, low):
     try:
         value = int(text)
