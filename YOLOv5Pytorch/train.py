@@ -40,7 +40,7 @@ from yolocore.recipe import (
     warmup,
     warmup_iterations,
 )
-from yolocore.results import append_results, truncate_results
+from yolocore.results import append_results, clear_results, truncate_results
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
@@ -312,6 +312,7 @@ def setup(opt):
         save_yaml(save_dir / "opt.yaml", vars(opt))
     if not ckpt:
         if rank == 0:
+            clear_results(save_dir)
             plot_labels(np.concatenate(dataset.labels, 0), names, save_dir)
         if not opt.noautoanchor:
             autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)

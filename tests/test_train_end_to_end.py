@@ -122,6 +122,22 @@ def test_weights_choose_the_model_unless_cfg_does_and_resume_rebuilds_it(tmp_pat
     assert tree.ckpt.load_checkpoint(weights(narrow, "last", tree))["yaml"]["width_multiple"] == 0.125
 
 
+def test_a_new_run_in_a_reused_folder_keeps_no_records_of_the_old_one(tmp_path, data, tree, teacher_run, narrow_cfg,
+                                                                      monkeypatch):
+    run = run_train(tree, tmp_path, data, "--cfg", narrow_cfg, "--epochs", "2", "--noval")
+    assert (run / "per_class.csv").is_file() and len(read_csv(run / "results.csv")) == 2
+    interrupt_at(monkeypatch, tree, 0)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tree, tmp_path, data, "--cfg", narrow_cfg, "--epochs", "2", "--noval", "--exist-ok")
+    assert not (run / "per_class.csv").exists(), "the old run's final validation would mark this one finished"
+    assert not (run / "results.csv").exists()
+    monkeypatch.undo()
+    kd = run_train(tree, tmp_path, data, "--mode", "KD", "--teacher", str(weights(teacher_run, "best", tree)),
+                   "--cfg", narrow_cfg, "--epochs", "1", "--exist-ok")
+    assert kd == run and [int(r["epoch"]) for r in read_csv(run / "results.csv")] == [0]
+    assert "train/fgd_loss" in read_csv(run / "results.csv")[0]
+
+
 def test_resume_of_a_finished_run_is_refused(teacher_run, tree):
     with pytest.raises(ValueError, match="already finished"):
         tree.train.train(tree.train.parse_opt(["--resume", str(weights(teacher_run, "last", tree)), "--workers", "0"]))

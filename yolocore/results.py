@@ -61,6 +61,13 @@ def format_metrics_table(names, seen, nt_per_class, p, r, ap50, ap, ap_class):
     return '\n'.join(lines)
 
 
+def clear_results(save_dir):
+    """A new run in a reused folder (--exist-ok) starts records of its own: it would otherwise continue the earlier
+    run's results.csv, and the earlier per_class.csv would mark it finished before it is."""
+    for name in ("results.csv", "per_class.csv"):
+        (Path(save_dir) / name).unlink(missing_ok=True)
+
+
 def truncate_results(csv_path, last_epoch):
     """Drop rows after last_epoch, so a resumed run does not repeat the epoch that was lost to a crash."""
     path = Path(csv_path)
