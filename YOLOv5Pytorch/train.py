@@ -88,7 +88,8 @@ def parse_opt(argv=None):
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
-    p.add_argument("--resume", nargs="?", const="last", default="", help=f"continue a run from its last{SUFFIX}")
+    p.add_argument("--resume", nargs="?", const="last", default="",
+                   help=f"continue a run: its last{SUFFIX}, its folder, or nothing for the newest run")
     p.add_argument("--patience", type=non_negative_int, default=100,
                    help="stop after this many epochs without improvement (0: never)")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
@@ -248,7 +249,9 @@ def make_checkpoint(ctx, epoch):
 
 
 def resume_options(opt):
-    path = find_last_checkpoint(opt.project) if opt.resume == "last" else Path(opt.resume)
+    path = Path(opt.project if opt.resume == "last" else opt.resume)
+    if path.is_dir() or opt.resume == "last":  # the newest run under the project, or a run's folder
+        path = find_last_checkpoint(path)
     ckpt = load_checkpoint(path)
     if ckpt["framework"] != FRAMEWORK or not ckpt.get("optimizer") or "opt" not in ckpt:
         raise ValueError(f"--resume {path}: not a {FRAMEWORK} training checkpoint; resume it with the tree that wrote "

@@ -95,7 +95,7 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch
     killed = tmp_path / "killed"
     assert tree.ckpt.load_checkpoint(weights(killed, "last", tree))["epoch"] == 1
     monkeypatch.undo()
-    tree.train.train(tree.train.parse_opt(["--resume", str(weights(killed, "last", tree)), "--workers", "0"]))
+    tree.train.train(tree.train.parse_opt(["--resume", str(killed), "--workers", "0"]))  # the run folder will do
     assert [int(r["epoch"]) for r in read_csv(killed / "results.csv")] == [0, 1, 2]
     a = tree.ckpt.load_checkpoint(weights(full, "last", tree))
     b = tree.ckpt.load_checkpoint(weights(killed, "last", tree))
