@@ -21,6 +21,7 @@ import jittor.nn as nn
 import numpy as np
 from tqdm import tqdm
 
+from yolocore.augment import check_imgsz
 from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
 from yolocore.fgd_figures import (
@@ -152,8 +153,7 @@ def prepare(opt, device):
     layers = list(opt.layers or kd_layers or DEFAULT_LAYERS)
     check_layers(layers, [("student", student), ("teacher", teacher)])
     stride = max(int(m.stride.max()) for m in (teacher, student))
-    if opt.imgsz <= 0 or opt.imgsz % stride:
-        raise ValueError(f"--imgsz {opt.imgsz} must be a positive multiple of the models' largest stride {stride}")
+    check_imgsz(opt.imgsz, stride)
     temp = fgd.temp if fgd is not None else (s_ckpt.get("hyp") or {}).get("fgd_temp", DEFAULT_TEMP)
     fgd_maps(teacher, student, fgd, jt.zeros((1, 3, opt.imgsz, opt.imgsz)), jt.zeros((0, 6)),
              layers, kd_layers, temp)  # a probe: unequal map sizes fail here, before any output exists

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from yolocore.augment import letterbox
+from yolocore.augment import check_imgsz, letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
 from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
@@ -57,9 +57,7 @@ def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max
 def main(opt):
     device = select_device(opt.device)
     model = model_from_checkpoint(load_checkpoint(opt.weights), device)
-    stride = int(model.stride.max())
-    if opt.imgsz % stride:
-        raise ValueError(f"--imgsz {opt.imgsz} must be a multiple of the model stride {stride}")
+    check_imgsz(opt.imgsz, int(model.stride.max()))
     if not Path(opt.source).exists():
         raise FileNotFoundError(f"--source {opt.source}: no such file or folder")
     files, messages = list_image_files([opt.source])

@@ -10,6 +10,12 @@ import numpy as np
 PAD_COLOR = (114, 114, 114)
 
 
+def check_imgsz(imgsz, stride):
+    """The image size must tile the model's coarsest grid: an error naming both, before any output is written."""
+    if imgsz % stride:
+        raise ValueError(f"--imgsz {imgsz} must be a multiple of the model stride {stride}")
+
+
 def letterbox(im, new_shape=640, color=PAD_COLOR, auto=False, scaleup=True, stride=32):
     """Resize keeping the aspect ratio, then pad to new_shape (h, w); auto pads only to a stride multiple.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolocore.augment import augment_hsv, letterbox, mixup, random_perspective
+from yolocore.augment import augment_hsv, check_imgsz, letterbox, mixup, random_perspective
 from yolocore.boxes import xywhn2xyxy, xyxy2xywhn
 
 IMG_FORMATS = ("bmp", "jpeg", "jpg", "png", "tif", "tiff", "webp")  # the ones OpenCV decodes everywhere
@@ -268,8 +268,7 @@ class YoloDataset:
 
     def __init__(self, sources, imgsz=640, augment=False, hyp=None, nc=None, stride=32, seed=0, cache=True,
                  prefix=""):
-        if imgsz % stride:
-            raise ValueError(f"imgsz {imgsz} must be a multiple of the model stride {stride}")
+        check_imgsz(imgsz, stride)
         if augment:
             missing = [k for k in AUGMENT_KEYS if k not in (hyp or {})]
             if missing:
