@@ -1,4 +1,5 @@
 """Run a checkpoint on images; write them with drawn boxes and, with --save-txt, YOLO-format predictions.
+Folders are searched recursively; a name met again in another folder is written as NAME_2, NAME_3, ...
 
     python YOLOv5Jittor/detect.py --weights runs/train/exp/weights/best.pkl --source IMG_OR_DIR --imgsz 512
 """
@@ -21,7 +22,7 @@ from yolocore.augment import check_imgsz, letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
 from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
-from yolocore.dataset import list_image_files
+from yolocore.dataset import list_image_files, unique_names
 from yolocore.plots import draw_detections
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
@@ -71,18 +72,18 @@ def main(opt):
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     found = 0
-    for f in tqdm(files, desc="detect"):
+    for f, name in tqdm(list(zip(files, unique_names(files))), desc="detect"):
         im0 = cv2.imread(f)
         if im0 is None:
             print(f"WARNING {f}: cannot read this image, skipped")
             continue
         det = detect_image(model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det)
         found += len(det)
-        cv2.imwrite(str(save_dir / Path(f).name), draw_detections(im0.copy(), det[:, :4], det[:, 5].astype(int),
-                                                                  det[:, 4], model.names))
+        drawn = draw_detections(im0.copy(), det[:, :4], det[:, 5].astype(int), det[:, 4], model.names)
+        cv2.imwrite(str(save_dir / f"{name}{Path(f).suffix}"), drawn)
         if opt.save_txt:
             xywhn = xyxy2xywhn(det[:, :4], w=im0.shape[1], h=im0.shape[0])
-            with open(save_dir / "labels" / f"{Path(f).stem}.txt", "w") as out:
+            with open(save_dir / "labels" / f"{name}.txt", "w") as out:
                 for (cx, cy, w, h), conf, c in zip(xywhn, det[:, 4], det[:, 5]):
                     out.write(f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" + (f" {conf:.5f}" if opt.save_conf else "")
                               + "\n")

@@ -20,12 +20,12 @@ from tqdm import tqdm
 from yolocore.augment import check_imgsz
 from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
+from yolocore.dataset import unique_names
 from yolocore.fgd_figures import (
     check_sources,
     image_panels,
     letterboxed_sample,
     staged_dir,
-    unique_names,
     write_fgd_figure,
 )
 from YOLOv5Pytorch.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes

@@ -4,13 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
+from yolocore.dataset import unique_names
 from yolocore.fgd_figures import (
     MAP_PANELS,
     check_sources,
     image_panels,
     letterboxed_sample,
     staged_dir,
-    unique_names,
     write_fgd_figure,
 )
 

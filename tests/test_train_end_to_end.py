@@ -1,6 +1,8 @@
 """End-to-end runs of each tree's train.py, val.py and detect.py on tiny synthetic data (CPU, seconds each; the
 Jittor tree's first run compiles its kernels for these shapes, later runs take them from its cache)."""
 import csv
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -230,6 +232,19 @@ def test_val_and_detect_run_on_a_checkpoint(tmp_path, data, tree, teacher_run):
     assert len(list(out.glob("*.jpg"))) == 8
     lines = [ln.split() for f in (out / "labels").glob("*.txt") for ln in f.read_text().splitlines()]
     assert lines and all(len(ln) == 6 and 0 <= float(ln[1]) <= 1 for ln in lines)
+
+
+def test_detect_keeps_same_named_images_of_different_folders_apart(tmp_path, data, tree, teacher_run):
+    # NWPU's "positive image set/001.jpg" and "negative image set/001.jpg" are such a pair
+    image = sorted((Path(data).parent / "images" / "val").glob("*.jpg"))[0]
+    for folder in ("positive", "negative"):
+        (tmp_path / "source" / folder).mkdir(parents=True)
+        shutil.copy(image, tmp_path / "source" / folder / "001.jpg")
+    out = tree.detect.main(tree.detect.parse_opt(["--weights", str(weights(teacher_run, "best", tree)), "--source",
+                                                  str(tmp_path / "source"), "--imgsz", "64", "--save-txt",
+                                                  "--project", str(tmp_path)]))
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["001.jpg", "001_2.jpg"]
+    assert sorted(p.name for p in (out / "labels").glob("*.txt")) == ["001.txt", "001_2.txt"]
 
 
 def test_data_the_loaders_refuse_leave_no_run_folder(tmp_path, data, tree):

@@ -74,6 +74,20 @@ def list_image_files(sources):
     return files, messages
 
 
+def unique_names(files):
+    """Output names from file stems; a stem seen before gets _2, _3, ... (folders are searched recursively, so
+    a/001.jpg and b/001.jpg must not overwrite each other's outputs)."""
+    names, seen = [], set()
+    for f in files:
+        stem, k = Path(f).stem, 2
+        name = stem
+        while name in seen:
+            name, k = f"{stem}_{k}", k + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
 def _parse_label_line(fields, nc):
     """The reason a split label line is unusable, or None."""
     if len(fields) != 5:

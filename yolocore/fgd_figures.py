@@ -83,19 +83,6 @@ def letterboxed_sample(path, imgsz, stride, nc):
     return im, labels
 
 
-def unique_names(files):
-    """Output names from file stems; a stem seen before gets _2, _3, ... (folders are searched recursively)."""
-    names, seen = [], set()
-    for f in files:
-        stem, k = Path(f).stem, 2
-        name = stem
-        while name in seen:
-            name, k = f"{stem}_{k}", k + 1
-        seen.add(name)
-        names.append(name)
-    return names
-
-
 @contextmanager
 def staged_dir(out):
     """A temporary folder beside out that becomes out only if the block finishes, so an error leaves nothing
