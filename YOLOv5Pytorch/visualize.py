@@ -48,7 +48,8 @@ def parse_opt(argv=None):
     parser.add_argument("--conf-thres", type=fraction, default=0.25)
     parser.add_argument("--iou-thres", type=fraction, default=0.45)
     parser.add_argument("--device", default="")
-    parser.add_argument("--out", default="runs/visualize/exp", help="output folder, incremented unless --exist-ok")
+    parser.add_argument("--project", default="runs/visualize")
+    parser.add_argument("--name", default="exp", help="output folder project/name, incremented unless --exist-ok")
     parser.add_argument("--exist-ok", action="store_true")
     return parser.parse_args(argv)
 
@@ -181,7 +182,7 @@ def main(opt):
     for layer, note in zip(plan["layers"], plan["notes"]):
         if note:
             print(f"layer {layer}: student maps left out: {note}")
-    out = increment_path(Path(opt.out), opt.exist_ok)
+    out = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     with staged_dir(out) as tmp:
         for path, name in tqdm(list(zip(plan["files"], unique_names(plan["files"]))), desc="visualize"):
             visualize_image(plan, path, name, tmp, opt, device)

@@ -5,6 +5,8 @@ kernel compiles short."""
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
 import jittor as jt
 # isort: on
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,7 +52,8 @@ def files(tmp_path_factory):
 
 def argv(files, student, out, *extra):
     return ["--teacher", str(files["teacher"]), "--student", str(files[student]), "--source", str(files["image"]),
-            "--imgsz", str(IMGSZ), "--device", "cpu", "--out", str(out), *extra]
+            "--imgsz", str(IMGSZ), "--device", "cpu", "--project", str(Path(out).parent), "--name", Path(out).name,
+            *extra]
 
 
 def tree_maps(tree, files, student):

@@ -59,7 +59,7 @@ def files(tmp_path_factory):
 def opt_for(files, out, student="kd", source=None, *args):
     return visualize.parse_opt(["--teacher", str(files["teacher"]), "--student", str(files[student]),
                                 "--source", str(source or files["image"]), "--imgsz", str(IMGSZ), "--device", "cpu",
-                                "--out", str(out), *args])
+                                "--project", str(Path(out).parent), "--name", Path(out).name, *args])
 
 
 def maps_of(files, student="kd"):
@@ -190,7 +190,7 @@ def bad_options(case, files, tmp_path):
 ])
 def test_bad_input_is_an_error_and_writes_nothing(files, tmp_path, case, match):
     flags = {"--teacher": [str(files["teacher"])], "--student": [str(files["kd"])], "--source": [str(files["image"])],
-             "--imgsz": [str(IMGSZ)], "--device": ["cpu"], "--out": [str(tmp_path / "out" / "exp")]}
+             "--imgsz": [str(IMGSZ)], "--device": ["cpu"], "--project": [str(tmp_path / "out")]}
     flags.update(bad_options(case, files, tmp_path))
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         visualize.main(visualize.parse_opt([x for flag, values in flags.items() for x in (flag, *values)]))
@@ -200,6 +200,6 @@ def test_bad_input_is_an_error_and_writes_nothing(files, tmp_path, case, match):
 def test_cli_error_is_one_line(files, tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "YOLOv5Pytorch" / "visualize.py"), "--teacher",
                         str(tmp_path / "nope.pt"), "--student", str(files["kd"]), "--source", str(files["image"]),
-                        "--out", str(tmp_path / "exp")], capture_output=True, text=True, cwd=tmp_path)
+                        "--project", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "nope.pt" in r.stderr
     assert not (tmp_path / "exp").exists()
