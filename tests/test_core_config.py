@@ -38,6 +38,13 @@ def test_relative_paths_resolve_from_the_yaml_folder(dataset):
     assert data["names"] == ["a", "b"] and data["nc"] == 2
 
 
+def test_nc_may_be_left_to_the_names_as_in_ultralytics_v7_yamls(dataset):
+    f = write(dataset / "d.yaml", {"path": ".", "train": "images/train", "val": "images/val",
+                                   "names": {1: "b", 0: "a", 2: "c"}})
+    data = load_data_yaml(f)
+    assert data["names"] == ["a", "b", "c"] and data["nc"] == 3
+
+
 def test_a_test_split_is_optional_and_resolved_like_the_others(dataset):
     plain = {"path": ".", "train": "images/train", "val": "images/val", "nc": 1, "names": ["a"]}
     assert "test" not in load_data_yaml(write(dataset / "d.yaml", plain))
@@ -49,8 +56,9 @@ def test_a_test_split_is_optional_and_resolved_like_the_others(dataset):
 
 
 @pytest.mark.parametrize("broken, message", [
-    ({"train": "images/train", "val": "images/val", "names": ["a"]}, "lacks nc"),
     ({"train": "images/train", "val": "images/val", "nc": 1}, "lacks names"),
+    ({"train": "images/train", "val": "images/val", "names": {0: "a", 2: "c"}}, "indices 0..1, got [0, 2]"),
+    ({"train": "images/train", "val": "images/val", "names": []}, "'names' is empty"),
     ({"val": "images/val", "nc": 1, "names": ["a"]}, "lacks train"),
     ({"train": "images/train", "val": "images/val", "nc": 2, "names": ["a"]}, "nc is 2 but 'names' has 1"),
     ({"train": "images/train", "val": "images/val", "nc": 0, "names": []}, "positive integer"),

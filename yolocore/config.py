@@ -68,31 +68,39 @@ def load_model_cfg(cfg):
 
 
 def normalise_names(names, nc, where):
+    """names as a list; nc None takes their count (ultralytics' v7 dataset yamls give names only)."""
     if isinstance(names, dict):
         try:
-            names = [names[k] for k in sorted(names, key=int)]
+            indices = sorted(names, key=int)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{where}: 'names' keys must be class indices 0..nc-1") from e
+        if [int(k) for k in indices] != list(range(len(names))):
+            raise ConfigError(f"{where}: 'names' keys must be the class indices 0..{len(names) - 1}, got {indices}")
+        names = [names[k] for k in indices]
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{where}: 'names' must be a list of strings or a {{index: name}} mapping")
-    if len(names) != nc:
+    if nc is not None and len(names) != nc:
         raise ConfigError(f"{where}: nc is {nc} but 'names' has {len(names)} entries")
+    if not names:
+        raise ConfigError(f"{where}: 'names' is empty")
     return list(names)
 
 
 def load_data_yaml(path):
-    """A dataset yaml with absolute train/val (and, when it names one, test) paths, int nc and a list of names.
+    """A dataset yaml with absolute train/val (and, when it names one, test) paths, int nc and a list of names
+(nc may be left out, as ultralytics' v7 yamls do; names may be a list or an {index: name} mapping).
 
     Relative 'path' is taken from the yaml's own folder; train/val/test are relative to 'path'. Each of
     them is an image folder, a .txt list of images, or a list of either."""
     path = Path(path)
     data = load_yaml(path)
-    missing = [k for k in ("train", "val", "nc", "names") if k not in data]
+    missing = [k for k in ("train", "val", "names") if k not in data]
     if missing:
         raise ConfigError(f"{path}: dataset yaml lacks {', '.join(missing)}")
-    nc = data["nc"]
-    if not isinstance(nc, int) or nc < 1:
+    nc = data.get("nc")
+    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
         raise ConfigError(f"{path}: nc must be a positive integer, got {nc!r}")
+    names = normalise_names(data["names"], nc, path)
     base = Path(data.get("path") or ".")
     if not base.is_absolute():
         base = (path.parent / base).resolve()
@@ -111,8 +119,7 @@ def load_data_yaml(path):
     splits = {split: resolve(data[split]) for split in ("train", "val")}
     if data.get("test"):  # optional, as in ultralytics: a held-out split for val.py --task test
         splits["test"] = resolve(data["test"])
-    return {"yaml_file": str(path.resolve()), "path": str(base), **splits, "nc": nc,
-            "names": normalise_names(data["names"], nc, path)}
+    return {"yaml_file": str(path.resolve()), "path": str(base), **splits, "nc": len(names), "names": names}
 
 
 def load_hyp(path, kd=False, verbose=True):
