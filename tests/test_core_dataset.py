@@ -66,9 +66,14 @@ def test_list_image_files_folders_lists_and_missing_entries(tmp_path):
         list_image_files(tmp_path / "x.csv")
 
 
+EXPECTED = "expected 5 values 'class cx cy w h' (or a polygon 'class x1 y1 x2 y2 x3 y3 ...'), got"
 BAD_LINES = [
-    ("0 0.5 0.5 0.2", "expected 5 values 'class cx cy w h', got 4"),
-    ("0 0.5 0.5 0.2 0.2 0.9", "expected 5 values 'class cx cy w h', got 6"),
+    ("0 0.5 0.5 0.2", f"{EXPECTED} 4"),
+    ("0 0.5 0.5 0.2 0.2 0.9", f"{EXPECTED} 6"),
+    ("0 0.1 0.1 0.5 0.1 0.5 0.6 0.1", f"{EXPECTED} 8"),  # a polygon with an odd number of coordinates
+    ("0 0.1 0.1 1.5 0.1 0.5 0.6", "polygon points outside [0, 1] (labels must be normalised)"),
+    ("7 0.1 0.1 0.5 0.1 0.5 0.6", "class 7 is not an integer in [0, 5)"),
+    ("0 0.1 0.1 0.5 0.1 0.9 0.1", "box width and height must be > 0, got w=0.8 h=0"),
     ("0 0.5 abc 0.2 0.2", "non-numeric value 'abc'"),
     ("0 nan 0.5 0.2 0.2", "non-finite value (nan or inf)"),
     ("5 0.5 0.5 0.2 0.2", "class 5 is not an integer in [0, 5)"),
@@ -89,6 +94,14 @@ def test_parse_label_file_skips_each_bad_line_with_file_and_line(tmp_path, line,
     assert messages == [f"{path}:3: {reason} (line skipped)"]
     assert labels.dtype == np.float32
     np.testing.assert_allclose(labels, [[0, 0.3, 0.4, 0.2, 0.4], [4, 0.5, 0.5, 1.0, 0.2]], atol=1e-7)
+
+
+def test_polygon_lines_give_the_box_around_their_points(tmp_path):
+    # YOLOv5's segment labels: class, then x y of each point; a file may mix them with box lines
+    path = write_labels(tmp_path / "seg.txt", "2 0.1 0.2 0.5 0.1 0.4 0.7 0.2 0.6\n1 0.5 0.5 0.2 0.2\n")
+    labels, messages = parse_label_file(path, nc=5)
+    assert messages == []
+    np.testing.assert_allclose(labels, [[2, 0.3, 0.4, 0.4, 0.6], [1, 0.5, 0.5, 0.2, 0.2]], atol=1e-7)
 
 
 def test_parse_label_file_backgrounds_and_unbounded_classes(tmp_path):

@@ -23,7 +23,7 @@ AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "she
 COORD_TOL = 1e-5  # labels are usually written with 6 decimals; a box edge sums two rounded values
 MIN_IMAGE_SIDE = 10  # as YOLOv5: anything smaller is a broken export, not a picture
 MAX_PRINTED_MESSAGES = 20
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 STAT_KEYS = ("images", "backgrounds", "corrupt", "bad_lines", "duplicates", "missing_images", "unlabelled")
 
 
@@ -89,28 +89,37 @@ def unique_names(files):
 
 
 def _parse_label_line(fields, nc):
-    """The reason a split label line is unusable, or None."""
-    if len(fields) != 5:
-        return f"expected 5 values 'class cx cy w h', got {len(fields)}"
+    """(cls, cx, cy, w, h) of a split label line and None, or None and the reason it is unusable. A polygon line
+    'class x1 y1 x2 y2 x3 y3 ...' (YOLOv5's segment labels) gives the box around its points, as YOLOv5 does."""
+    polygon = len(fields) >= 7 and len(fields) % 2 == 1
+    if len(fields) != 5 and not polygon:
+        return None, (f"expected 5 values 'class cx cy w h' (or a polygon 'class x1 y1 x2 y2 x3 y3 ...'), "
+                      f"got {len(fields)}")
     values = []
     for text in fields:
         try:
             values.append(float(text))
         except ValueError:
-            return f"non-numeric value {text!r}"
+            return None, f"non-numeric value {text!r}"
     if not all(math.isfinite(v) for v in values):
-        return "non-finite value (nan or inf)"
+        return None, "non-finite value (nan or inf)"
+    if polygon:
+        xs, ys = values[1::2], values[2::2]
+        if any(v < -COORD_TOL or v > 1 + COORD_TOL for v in values[1:]):
+            return None, "polygon points outside [0, 1] (labels must be normalised)"
+        values = [values[0], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
     cls, cx, cy, w, h = values
+    box = " ".join(f"{v:g}" for v in values[1:])
     if cls != int(cls) or cls < 0 or (nc is not None and cls >= nc):
         allowed = f"an integer in [0, {nc})" if nc is not None else "a non-negative integer"
-        return f"class {fields[0]} is not {allowed}"
+        return None, f"class {fields[0]} is not {allowed}"
     if any(v < -COORD_TOL or v > 1 + COORD_TOL for v in (cx, cy, w, h)):
-        return f"coordinates {' '.join(fields[1:])} outside [0, 1] (labels must be normalised)"
+        return None, f"coordinates {box} outside [0, 1] (labels must be normalised)"
     if w <= 0 or h <= 0:
-        return f"box width and height must be > 0, got w={fields[3]} h={fields[4]}"
+        return None, f"box width and height must be > 0, got w={w:g} h={h:g}"
     if cx - w / 2 < -COORD_TOL or cy - h / 2 < -COORD_TOL or cx + w / 2 > 1 + COORD_TOL or cy + h / 2 > 1 + COORD_TOL:
-        return f"box {' '.join(fields[1:])} extends outside the image"
-    return None
+        return None, f"box {box} extends outside the image"
+    return tuple(values), None
 
 
 def parse_label_file(path, nc=None):
@@ -129,11 +138,10 @@ def parse_label_file(path, nc=None):
         fields = line.split()
         if not fields:
             continue
-        reason = _parse_label_line(fields, nc)
+        row, reason = _parse_label_line(fields, nc)
         if reason:
             messages.append(f"{path}:{lineno}: {reason} (line skipped)")
             continue
-        row = tuple(float(v) for v in fields)
         if row in first_seen:
             messages.append(f"{path}:{lineno}: duplicate of line {first_seen[row]} (line skipped)")
             continue
