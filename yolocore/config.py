@@ -88,7 +88,7 @@ def normalise_names(names, nc, where):
 
 def load_data_yaml(path):
     """A dataset yaml with absolute train/val (and, when it names one, test) paths, int nc and a list of names
-(nc may be left out, as ultralytics' v7 yamls do; names may be a list or an {index: name} mapping).
+    (nc may be left out, as ultralytics' v7 yamls do; names may be a list or an {index: name} mapping).
 
     Relative 'path' is taken from the yaml's own folder; train/val/test are relative to 'path'. Each of
     them is an image folder, a .txt list of images, or a list of either."""
