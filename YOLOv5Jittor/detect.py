@@ -62,8 +62,6 @@ def main(opt):
     device = select_device(opt.device)
     model = model_from_checkpoint(load_checkpoint(opt.weights), device)
     check_imgsz(opt.imgsz, int(model.stride.max()))
-    if not Path(opt.source).exists():
-        raise FileNotFoundError(f"--source {opt.source}: no such file or folder")
     files, messages = list_image_files([opt.source])
     for m in messages:
         print(f"WARNING {m}")
