@@ -131,7 +131,9 @@ def build_model(opt, data, device, resumed=None):
         fitting = {k: v for k, v in weights.items() if k in state and tuple(v.shape) == tuple(state[k].shape)}
         # Jittor's load_state_dict loads the keys it is given, in their own dtypes: cast to the model's.
         model.load_state_dict({k: np.asarray(v).astype(str(state[k].dtype)) for k, v in fitting.items()})
-        print(f"Transferred {len(fitting)}/{len(state)} items from {opt.weights}")
+        # BatchNorm's batch counters count in neither total: Jittor keeps none, so its checkpoints lack them.
+        counted = [k for k in state if not k.endswith("num_batches_tracked")]
+        print(f"Transferred {sum(k in fitting for k in counted)}/{len(counted)} items from {opt.weights}")
     model.names = data["names"]
     return model
 

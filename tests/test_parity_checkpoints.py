@@ -131,9 +131,10 @@ def test_convert_round_trip_keeps_the_weights_and_is_not_resumable(tmp_path, tor
 
 @pytest.mark.parametrize("tree", [torch_train, jt_train], ids=["pytorch", "jittor"])
 @pytest.mark.parametrize("source", ["pytorch", "jittor"])
-def test_weights_start_a_run_in_either_tree(tmp_path, data, torch_weights, jt_weights, tree, source):
+def test_weights_start_a_run_in_either_tree(tmp_path, data, torch_weights, jt_weights, tree, source, capsys):
     """--weights takes either tree's checkpoint; with other classes the backbone and neck transfer and the
-    Detect outputs (which hold the classes) keep their fresh values."""
+    Detect outputs (which hold the classes) keep their fresh values. The count of transferred items is the same
+    whichever tree wrote the checkpoint (Jittor's lack BatchNorm's batch counters)."""
     weights = torch_weights if source == "pytorch" else jt_weights
     ema = read_checkpoint(weights)["ema"]
     for nc in (5, 3):
@@ -144,6 +145,8 @@ def test_weights_start_a_run_in_either_tree(tmp_path, data, torch_weights, jt_we
         state = {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
         detect_outputs = {k for k in state if k.startswith("model.24.m.")}
         assert len(detect_outputs) == 6
+        transferred = len(state) if nc == 5 else len(state) - len(detect_outputs)
+        assert f"Transferred {transferred}/{len(state)} items" in capsys.readouterr().out
         for k, v in state.items():
             if nc == 5 or k not in detect_outputs:
                 np.testing.assert_array_equal(v, ema[k], err_msg=f"nc {nc}: {k}")
