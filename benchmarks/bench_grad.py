@@ -26,11 +26,11 @@ import jittor as jt  # jittor before torch in one process
 import numpy as np
 import torch
 
+from yolocore.recipe import kd_weight_at
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor.utils import checkpoint as jittor_checkpoint
 from YOLOv5Pytorch import train as torch_train
 from YOLOv5Pytorch.utils import checkpoint as torch_checkpoint
-from yolocore.recipe import kd_weight_at
 
 
 def parse_opt(argv=None):
