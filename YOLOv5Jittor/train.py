@@ -379,12 +379,14 @@ def train(opt):
     opt, save_dir = ctx["opt"], ctx["save_dir"]
     print(f"Training {opt.mode} for {opt.epochs} epochs on process {ctx['rank']} of {ctx['world_size']}, "
           f"results in {save_dir}")
+    start = time.time()
     for epoch in range(ctx["start_epoch"], opt.epochs):
         losses = train_one_epoch(ctx, epoch)
         if end_epoch(ctx, epoch, losses):
             break
 
     if ctx["rank"] == 0:
+        print(f"\n{epoch + 1 - ctx['start_epoch']} epochs completed in {(time.time() - start) / 3600:.3f} hours.")
         plot_results(save_dir / "results.csv")
         best_path = save_dir / "weights" / f"best{SUFFIX}"
         print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")

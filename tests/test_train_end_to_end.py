@@ -89,7 +89,7 @@ def interrupt_at(monkeypatch, tree, epoch):
     monkeypatch.setattr(tree.train, "train_one_epoch", crashing)
 
 
-def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch):
+def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch, capsys):
     full = run_train(tree, tmp_path, data, "--cfg", "yolov5n.yaml", "--epochs", "3", "--noval", name="full")
     interrupt_at(monkeypatch, tree, 2)
     with pytest.raises(KeyboardInterrupt):
@@ -97,7 +97,9 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch
     killed = tmp_path / "killed"
     assert tree.ckpt.load_checkpoint(weights(killed, "last", tree))["epoch"] == 1
     monkeypatch.undo()
+    capsys.readouterr()
     tree.train.train(tree.train.parse_opt(["--resume", str(killed), "--workers", "0"]))  # the run folder will do
+    assert "\n1 epochs completed in " in capsys.readouterr().out  # the epochs this process trained
     assert [int(r["epoch"]) for r in read_csv(killed / "results.csv")] == [0, 1, 2]
     a = tree.ckpt.load_checkpoint(weights(full, "last", tree))
     b = tree.ckpt.load_checkpoint(weights(killed, "last", tree))
