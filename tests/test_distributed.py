@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
+from processes import process_tree
 
 import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
 import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
@@ -80,19 +81,6 @@ def launch(tree, log, script, *args):
 
 def start(tree, log, *args):
     return launch(tree, log, tree.train.TREE / "train.py", *args)
-
-
-def process_tree(pid):
-    """pid and every process under it (torchrun starts its workers in sessions of their own)."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo.extend(children.get(found[-1], []))
-    return found
 
 
 def crash(proc):

@@ -1,5 +1,5 @@
-"""The Jittor tree's own data loader (forked worker processes): batches in order, and errors that surface, from a
-worker or from the step that consumes the batches."""
+"""The Jittor tree's own data loader: batches in order, and an error in the step that consumes them surfaces (an
+error in a worker: tests/test_core_workers.py)."""
 import threading
 
 import numpy as np
@@ -22,20 +22,6 @@ def test_workers_give_the_batches_of_the_single_process_loader(data):
     for a, b in zip(serial, forked, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
-
-
-def test_a_worker_error_reaches_the_consumer(data, monkeypatch):
-    loader, dataset = create_dataloader(data["train"], 64, 4, data["nc"], workers=2)
-    load = type(dataset).__getitem__
-
-    def broken(self, i):
-        if i == 13:
-            raise ValueError("image 13 is broken")
-        return load(self, i)
-
-    monkeypatch.setattr(type(dataset), "__getitem__", broken)
-    with pytest.raises(ValueError, match="image 13"):
-        list(loader)
 
 
 def test_an_error_in_the_consumer_with_large_batches_in_flight_surfaces(data):

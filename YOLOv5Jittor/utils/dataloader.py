@@ -4,10 +4,10 @@ Jittor's own Dataset turns every batch into Vars inside its workers and counts l
 keeps the PyTorch tree's contract instead (numpy images and targets, len() in batches of the sampler's order),
 so both trees see exactly the same batches."""
 import collections
-import multiprocessing
 import os
 
 from yolocore.dataset import YoloDataset, epoch_order
+from yolocore.workers import hidden_main_script, worker_context
 
 
 class EpochSampler:
@@ -32,7 +32,12 @@ def collate(batch):
     return YoloDataset.collate_fn(batch)
 
 
-_worker_dataset = None  # the dataset a forked worker inherits; set just before the pool starts
+_worker_dataset = None  # a worker's copy of the dataset, received when the worker starts
+
+
+def _start_worker(dataset):
+    global _worker_dataset
+    _worker_dataset = dataset
 
 
 def _load_batch(indices):
@@ -40,8 +45,8 @@ def _load_batch(indices):
 
 
 class DataLoader:
-    """Worker processes (forked each epoch, so they see set_epoch) load the batches in order, at most two per
-    worker ahead of the consumer."""
+    """Worker processes (started each epoch with a copy of the dataset, so they see set_epoch) load the batches in
+    order, at most two per worker ahead of the consumer."""
 
     def __init__(self, dataset, batch_size, sampler, num_workers):
         self.dataset, self.batch_size, self.sampler, self.num_workers = dataset, batch_size, sampler, num_workers
@@ -50,14 +55,14 @@ class DataLoader:
         return -(-len(self.sampler) // self.batch_size)
 
     def __iter__(self):
-        global _worker_dataset
         order = list(self.sampler)
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.num_workers == 0:
             yield from (collate([self.dataset[i] for i in b]) for b in batches)
             return
-        _worker_dataset = self.dataset
-        pool = multiprocessing.get_context("fork").Pool(self.num_workers)
+        with hidden_main_script():
+            pool = worker_context([__name__]).Pool(self.num_workers, initializer=_start_worker,
+                                                   initargs=(self.dataset,))
         in_flight = collections.deque()
         try:
             for batch in batches:

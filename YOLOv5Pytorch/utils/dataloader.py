@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from yolocore.dataset import YoloDataset, epoch_order
+from yolocore.workers import hidden_main_script, worker_context
 
 
 class EpochSampler(Sampler):
@@ -25,6 +26,14 @@ class EpochSampler(Sampler):
         return -(-self.n // self.world_size)
 
 
+class WorkerDataLoader(DataLoader):
+    """DataLoader whose workers start from a small fork server (yolocore.workers) each epoch."""
+
+    def __iter__(self):
+        with hidden_main_script():
+            return super().__iter__()
+
+
 def collate(batch):
     imgs, targets, files, shapes = YoloDataset.collate_fn(batch)
     return imgs, torch.from_numpy(targets), files, shapes
@@ -36,7 +45,7 @@ def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, s
     dataset = YoloDataset(sources, imgsz=imgsz, augment=augment, hyp=hyp, nc=nc, seed=seed, prefix=prefix)
     workers = min(max((os.cpu_count() or 1) // world_size, 1), batch_size, workers)
     sampler = EpochSampler(len(dataset), seed, shuffle, rank, world_size)
-    loader = DataLoader(
+    loader = WorkerDataLoader(
         dataset,
         batch_size=min(batch_size, len(sampler)),
         sampler=sampler,
@@ -45,6 +54,7 @@ def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, s
         pin_memory=torch.cuda.is_available(),
         # Workers copy the dataset when they start: they must restart each epoch to see set_epoch.
         persistent_workers=False,
+        multiprocessing_context=worker_context([__name__]) if workers else None,
     )
     return loader, dataset
 
