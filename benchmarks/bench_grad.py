@@ -29,8 +29,10 @@ import torch
 from yolocore.recipe import kd_weight_at
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor.utils import checkpoint as jittor_checkpoint
+from YOLOv5Jittor.utils import framework as jittor_framework
 from YOLOv5Pytorch import train as torch_train
 from YOLOv5Pytorch.utils import checkpoint as torch_checkpoint
+from YOLOv5Pytorch.utils import framework as torch_framework
 
 
 def parse_opt(argv=None):
@@ -50,19 +52,17 @@ def parse_opt(argv=None):
 
 
 class Tree:
-    """What differs between the trees for one step: tensors, no_grad, gradients."""
+    """What differs between the trees for one step: targets, arrays, no_grad, gradients."""
 
     def __init__(self, name):
         self.name, self.torch = name, name == "pytorch"
         self.train = torch_train if self.torch else jittor_train
         self.checkpoint = torch_checkpoint if self.torch else jittor_checkpoint
+        self.numpy = (torch_framework if self.torch else jittor_framework).to_numpy
 
     def targets(self, targets):
         """The loader's targets as train.py feeds them to the loss (PyTorch's loader gives tensors already)."""
         return targets if self.torch else jt.array(targets)
-
-    def numpy(self, x):
-        return x.detach().numpy() if self.torch else x.numpy()
 
     def no_grad(self):
         return torch.no_grad() if self.torch else jt.no_grad()
@@ -70,9 +70,9 @@ class Tree:
     def gradients(self, loss, params):
         if self.torch:
             loss.backward()
-            return {k: p.grad.numpy() for k, p in params.items() if p.grad is not None}
+            return {k: self.numpy(p.grad) for k, p in params.items() if p.grad is not None}
         names = [k for k, p in params.items() if not p.is_stop_grad()]
-        return {k: g.numpy() for k, g in zip(names, jt.grad(loss, [params[k] for k in names]))}
+        return {k: self.numpy(g) for k, g in zip(names, jt.grad(loss, [params[k] for k in names]))}
 
 
 def step(tree, opt):
@@ -95,12 +95,10 @@ def step(tree, opt):
     imgs, targets, _, _ = next(iter(ctx["train_loader"]))
     im, targets = tree.train.images_to_tensor(imgs, ctx["device"]), tree.targets(targets)
     layers = ctx["opt"].kd_layers
-    if fgd is None:
-        preds, s_feats = model(im, feature_layers=layers)
-    else:
+    if fgd is not None:
         with tree.no_grad():
             t_feats = ctx["teacher"](im, feature_layers=layers)[1]
-        preds, s_feats = model(im, feature_layers=layers)
+    preds, s_feats = model(im, feature_layers=layers)
     loss, items = ctx["compute_loss"](preds, targets)
     items = list(tree.numpy(items))
     if fgd is not None:
