@@ -132,6 +132,42 @@ def test_lockstep_training_gives_the_same_losses_and_weights(tmp_path, data, hyp
     assert not np.allclose(copy_state(torch_ctx["model"])["model.0.conv.weight"], initial["model.0.conv.weight"])
 
 
+def test_lockstep_after_warmup(tmp_path, data, hyp, teacher, narrow_cfg):
+    """The long runs spend all but their first 3 epochs past warmup, which the test above never leaves: there the
+    epoch's lr comes from the schedule alone, accumulation is at the nominal batch, the EMA has slowed to its
+    late decay and the FGD weight follows kd_weightf. Epochs 50-53 of a 300-epoch KD run, with the EMA as far
+    along as an NWPU run's at epoch 50. At a hundredth of the recipe's lr: past warmup every step takes the full
+    rate, and at a tenth the runs part through rounding within three epochs, as runs of either tree do."""
+    values = yaml.safe_load(open(hyp))
+    values.update(lr0=values["lr0"] / 10, kd_weightf=0.5)
+    late_hyp = tmp_path / "hyp_late.yaml"
+    late_hyp.write_text(yaml.safe_dump(values))
+    torch_ctx, jt_ctx = setup_both(tmp_path, data, str(late_hyp), "--mode", "KD", "--cfg", narrow_cfg,
+                                   "--teacher", teacher, "--epochs", "300")
+    first = 50
+    assert first * len(torch_ctx["train_loader"]) >= warmup_iterations(values, len(torch_ctx["train_loader"]))
+    for ctx in (torch_ctx, jt_ctx):
+        ctx["ema"].updates = 400
+        ctx["last_opt_step"] = first * len(ctx["train_loader"]) - 1
+    initial, initial_fgd = copy_state(torch_ctx["model"]), copy_state(torch_ctx["fgd"])
+    initial_ema = copy_state(torch_ctx["ema"].ema)
+    torch_losses, jt_losses, lrs = [], [], []
+    for epoch in range(first, first + 4):
+        torch_losses.append(torch_train.train_one_epoch(torch_ctx, epoch))
+        jt_losses.append(jt_train.train_one_epoch(jt_ctx, epoch))
+        lrs.append([[g["lr"] for g in ctx["optimizer"].param_groups] for ctx in (torch_ctx, jt_ctx)])
+    np.testing.assert_allclose(jt_losses, torch_losses, rtol=2e-3, atol=1e-6)
+    lrs = np.array(lrs)
+    np.testing.assert_allclose(lrs[:, 1], lrs[:, 0], rtol=1e-12)
+    assert np.all(np.diff(lrs[:, 0, 0]) < 0), "the schedule lowers the lr every epoch"
+    assert jt_ctx["accumulate"] == torch_ctx["accumulate"] == 8  # NBS 64 / batch 8
+    assert jt_ctx["last_opt_step"] == torch_ctx["last_opt_step"]
+    assert jt_ctx["ema"].updates == torch_ctx["ema"].updates > 400
+    assert_states_close(torch_ctx["model"], jt_ctx["model"], initial, "model")
+    assert_states_close(torch_ctx["ema"].ema, jt_ctx["ema"].ema, initial_ema, "ema")
+    assert_states_close(torch_ctx["fgd"], jt_ctx["fgd"], initial_fgd, "fgd")
+
+
 def test_optimizer_groups_agree(tmp_path, data, hyp, teacher, narrow_cfg):
     """Weight decay and per-group settings act too slowly to show in a few lockstep steps: compare them directly."""
     torch_ctx, jt_ctx = setup_both(tmp_path, data, hyp, "--mode", "KD", "--cfg", narrow_cfg, "--teacher", teacher)
