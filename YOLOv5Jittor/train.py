@@ -226,6 +226,10 @@ def train_one_epoch(ctx, epoch):
                 loss = loss + kd_weight * kd_loss
                 items = jt.concat((items, kd_weight * jt.concat((kd_loss.detach().reshape(1), kd_terms))))
         optimizer.backward(loss)
+        # Jittor's backward is lazy: unexecuted, each accumulated batch's graph and activations would live until the
+        # optimizer step (four batches' worth at batch 16: a yolov5n trainer on NWPU held 3.3 GB instead of 1.5,
+        # in KD mode 3.7 instead of 1.6).
+        jt.sync([g for group in optimizer.param_groups for g in group["grads"]])
         # The last batch always steps: no gradient crosses an epoch boundary, so --resume continues exactly.
         if ni - ctx["last_opt_step"] >= ctx["accumulate"] or i == nb - 1:
             optimizer_step(ctx)
