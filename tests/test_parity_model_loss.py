@@ -196,6 +196,41 @@ def test_compute_loss_and_gradient_agree(models, hyp_update, n_targets):
         assert max_rel_error(t.grad.numpy(), j.numpy()) < 1e-3
 
 
+@pytest.mark.parametrize("target, pos_weight", [(0.0, 1.0), (1.0, 1.0), (0.4, 1.0), (0.0, 1.3), (0.9, 1.3)])
+def test_the_bce_of_each_tree_keeps_confident_logits(models, target, pos_weight):
+    """Most objectness and class targets are 0, and training drives their logits far below 0: each tree's BCE (the
+    one its ComputeLoss uses), element by element against float64, keeps the gradient sigmoid(x) there to float32
+    precision (Jittor's own BCE gave 0 below -16.6). The gradient of a nonzero target, sigmoid(x) - target, and the
+    loss, x + (log(1 + exp(x)) - x) in both trees, are float32 sums, precise to ~1e-7 absolute only."""
+    torch_model, jt_model = models
+    hyp = {**HYP, "obj_pw": pos_weight}
+    logits = np.linspace(-40, 15, 1101, dtype=np.float32)
+    targets = np.full_like(logits, target)
+    x = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    weight = torch.tensor([pos_weight], dtype=torch.float64)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(x, torch.from_numpy(targets).double(),
+                                                                    pos_weight=weight, reduction="none")
+    expected.sum().backward()
+    expected, expected_grad = expected.detach().numpy(), x.grad.numpy()
+
+    torch_bce = TorchComputeLoss(torch_model, hyp).bce_obj
+    torch_bce.reduction = "none"
+    x = torch.from_numpy(logits).requires_grad_()
+    torch_loss = torch_bce(x, torch.from_numpy(targets))
+    torch_loss.sum().backward()
+    jt_bce = JtComputeLoss(jt_model, hyp).bce_obj
+    jt_bce.reduction = "none"
+    jt_x = jt.array(logits)
+    jt_loss = jt_bce(jt_x, jt.array(targets))
+    jt_grad = jt.grad(jt_loss.sum(), jt_x)
+
+    for tree, loss, grad in (("torch", torch_loss.detach().numpy(), x.grad.numpy()),
+                             ("jittor", jt_loss.numpy(), jt_grad.numpy())):
+        np.testing.assert_allclose(loss, expected, rtol=1e-6, atol=1e-6, err_msg=f"{tree} loss")
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=3e-7 if target else 1e-15,
+                                   err_msg=f"{tree} gradient")
+
+
 def test_build_targets_assigns_the_same_cells(models):
     torch_model, jt_model = models
     preds = random_train_outputs()
