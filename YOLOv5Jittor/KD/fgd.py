@@ -13,7 +13,7 @@ the official ones up to float rounding, which the tests check against a plain pe
 import jittor as jt
 import jittor.nn as nn
 
-from YOLOv5Jittor.models.common import draw_initial_weights
+from YOLOv5Jittor.models.common import LayerNorm, draw_initial_weights
 
 
 class GcBlock(nn.Module):
@@ -29,7 +29,7 @@ class GcBlock(nn.Module):
         self.conv_mask = nn.Conv2d(channels, 1, kernel_size=1)
         self.channel_add = nn.Sequential(
             nn.Conv2d(channels, channels // 2, kernel_size=1),
-            nn.LayerNorm([channels // 2, 1, 1]),
+            LayerNorm([channels // 2, 1, 1]),
             nn.ReLU(),
             nn.Conv2d(channels // 2, channels, kernel_size=1),
         )

@@ -82,6 +82,17 @@ class BatchNorm2d(nn.Module):
         return y
 
 
+class LayerNorm(nn.LayerNorm):
+    """PyTorch's LayerNorm. Jittor's own takes the variance as E[x^2] - E[x]^2 in float32, which loses precision as
+    the mean grows against the spread: at a mean of 30 standard deviations its output is 8e-4 off, PyTorch's 2e-6."""
+
+    def execute(self, x):
+        dims = list(range(-len(self.normalized_shape), 0))
+        centred = x - x.mean(dims=dims, keepdims=True)
+        scale = 1 / jt.sqrt(centred.sqr().mean(dims=dims, keepdims=True) + self.eps)
+        return centred * scale * self.weight + self.bias
+
+
 def draw_initial_weights(module):
     """Every weight and bias of module's convolutions and normalisation layers from yolocore.init's seeded
     generator, in module order: the same seed gives both trees the same weights. init_rules, a dict of
