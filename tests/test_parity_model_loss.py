@@ -200,8 +200,8 @@ def test_compute_loss_and_gradient_agree(models, hyp_update, n_targets):
 def test_the_bce_of_each_tree_keeps_confident_logits(models, target, pos_weight):
     """Most objectness and class targets are 0, and training drives their logits far below 0: each tree's BCE (the
     one its ComputeLoss uses), element by element against float64, keeps the gradient sigmoid(x) there to float32
-    precision (Jittor's own BCE gave 0 below -16.6). The gradient of a nonzero target, sigmoid(x) - target, and the
-    loss, x + (log(1 + exp(x)) - x) in both trees, are float32 sums, precise to ~1e-7 absolute only."""
+    precision (Jittor's own BCE gave 0 below -16.6). The loss, which both trees sum from terms of size |x|, and the
+    gradient of a nonzero target, sigmoid(x) - target, float32 holds to ~1e-7 absolute only."""
     torch_model, jt_model = models
     hyp = {**HYP, "obj_pw": pos_weight}
     logits = np.linspace(-40, 15, 1101, dtype=np.float32)

@@ -44,7 +44,7 @@ class BCEWithLogitsLoss(nn.Module):
     """torch.nn.BCEWithLogitsLoss with pos_weight and reduction 'mean' or 'none'. Jittor's own differentiates
     log(exp(-m) + exp(-x - m)), which rounds away a confident prediction's gradient: for a 0 target it was 0 below
     logit -16.6 and up to 33 % off from there to -12, where PyTorch gives sigmoid(x). Most objectness and class
-    targets are 0, and training drives their logits that far."""
+    targets are 0, and long trainings can drive their logits that far."""
 
     def __init__(self, pos_weight, reduction="mean"):
         super().__init__()
