@@ -22,9 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from yolocore.anchors import check_anchors, label_wh
-from yolocore.cli import non_negative_int, positive_int, run_script
+from yolocore.cli import fraction, non_negative_int, positive_int, run_script
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
 from yolocore.host_memory import retain_freed_memory
+from yolocore.init import perturbed
 from yolocore.metrics import fitness
 from yolocore.plots import plot_images, plot_labels, plot_results
 from yolocore.recipe import (
@@ -46,7 +47,7 @@ from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Jittor import val as validate
 from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
 from YOLOv5Jittor.models.common import BatchNorm2d
-from YOLOv5Jittor.models.yolo import Model
+from YOLOv5Jittor.models.yolo import Model, anchors_in_strides
 from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader, set_epoch
 from YOLOv5Jittor.utils.framework import (
@@ -98,6 +99,8 @@ def parse_opt(argv=None):
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     p.add_argument("--noautoanchor", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perturb", type=fraction, default=0.0, metavar="SCALE",
+                   help="calibration run: starting weights x (1 + SCALE N(0, 1)); 1e-7 is float32 rounding")
     p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all processes (mpirun)")
     p.add_argument("--deterministic", action="store_true", help="kept for the PyTorch tree's flags; no effect")
     opt = p.parse_args(argv)
@@ -134,6 +137,10 @@ def build_model(opt, data, device, resumed=None):
         # BatchNorm's batch counters count in neither total: Jittor keeps none, so its checkpoints lack them.
         counted = [k for k in state if not k.endswith("num_batches_tracked")]
         print(f"Transferred {sum(k in fitting for k in counted)}/{len(counted)} items from {opt.weights}")
+    if not resumed and opt.perturb:
+        state = {k: v.numpy() for k, v in model.state_dict().items()}
+        model.load_state_dict(perturbed(state, opt.perturb))
+        print(f"Starting weights perturbed by {opt.perturb:g} (--perturb: a calibration run)")
     model.names = data["names"]
     return model
 
@@ -170,8 +177,7 @@ def autoanchor(model, dataset, hyp, imgsz, seed):
     if new is None:
         print(f"AutoAnchor: best possible recall {bpr:.3f} with the current anchors")
         return
-    new = jt.array(new).float().view(det.anchors.shape)
-    det.anchors.update(new / det.stride.view(-1, 1, 1))
+    det.anchors.update(anchors_in_strides(new.astype(np.float32).reshape(det.anchors.shape), det.stride.numpy()))
     print(f"AutoAnchor: new anchors with best possible recall {bpr:.3f}")
 
 

@@ -21,9 +21,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from yolocore.anchors import check_anchors, label_wh
-from yolocore.cli import non_negative_int, positive_int, run_script
+from yolocore.cli import fraction, non_negative_int, positive_int, run_script
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
 from yolocore.host_memory import retain_freed_memory
+from yolocore.init import perturbed
 from yolocore.metrics import fitness
 from yolocore.plots import plot_images, plot_labels, plot_results
 from yolocore.recipe import (
@@ -96,6 +97,8 @@ def parse_opt(argv=None):
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     p.add_argument("--noautoanchor", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perturb", type=fraction, default=0.0, metavar="SCALE",
+                   help="calibration run: starting weights x (1 + SCALE N(0, 1)); 1e-7 is float32 rounding")
     p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all processes (torchrun)")
     p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower)")
     opt = p.parse_args(argv)
@@ -131,6 +134,10 @@ def build_model(opt, data, device, resumed=None):
         # BatchNorm's batch counters count in neither total: Jittor keeps none, so its checkpoints lack them.
         counted = [k for k in state if not k.endswith("num_batches_tracked")]
         print(f"Transferred {sum(k in fitting for k in counted)}/{len(counted)} items from {opt.weights}")
+    if not resumed and opt.perturb:
+        state = {k: v.numpy() for k, v in model.state_dict().items()}
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in perturbed(state, opt.perturb).items()})
+        print(f"Starting weights perturbed by {opt.perturb:g} (--perturb: a calibration run)")
     model.names = data["names"]
     return model.to(device)
 

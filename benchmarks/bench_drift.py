@@ -1,11 +1,11 @@
 """How far the Jittor tree's training drifts from the PyTorch tree's, against how far PyTorch drifts from itself.
 
 Three runs of the same options and seed train for --epochs (no validation): PyTorch; PyTorch from its initial weights
-each multiplied by (1 + 1e-7 N(0, 1)), a change of a float32 rounding step or a few; and Jittor, which starts from
-the same weights and sees the same batches. Printed: how far each of the last two ends from the first, as a share of
-how far training moved the student's weights, and the relative difference of each epoch-mean loss. Jittor no further
-from PyTorch than PyTorch from itself means no difference in the recipe shows at this scale; a much larger drift in
-one mode (KD) than in the other points at that mode's code.
+each multiplied by (1 + 1e-7 N(0, 1)), a change of a float32 rounding step or a few (train.py --perturb 1e-7); and
+Jittor, which starts from the same weights and sees the same batches. Printed: how far each of the last two ends from
+the first, as a share of how far training moved the student's weights, and the relative difference of each epoch-mean
+loss. Jittor no further from PyTorch than PyTorch from itself means no difference in the recipe shows at this scale; a
+much larger drift in one mode (KD) than in the other points at that mode's code.
 
     python benchmarks/bench_drift.py --data data/NWPU.yaml --imgsz 320 --batch-size 16 [--mode KD --teacher T.pt]
 """
@@ -23,7 +23,6 @@ import YOLOv5Jittor  # noqa: F401  (jittor's CPU build flags, which must be set 
 import jittor  # noqa: F401  (jittor before torch in one process)
 # isort: on
 import numpy as np
-import torch
 
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Pytorch import train as torch_train
@@ -56,12 +55,9 @@ def train_run(tree, opt, name, perturb=False):
             "--name", f"{opt.mode}_{name}", "--exist-ok"]
     if opt.mode == "KD":
         argv += ["--mode", "KD", "--teacher", opt.teacher]
-    ctx = tree.setup(tree.parse_opt(argv))
     if perturb:
-        rng = np.random.default_rng(opt.seed + 1)
-        with torch.no_grad():
-            for p in ctx["model"].parameters():
-                p.mul_(torch.from_numpy(1 + 1e-7 * rng.standard_normal(tuple(p.shape))).to(p.dtype))
+        argv += ["--perturb", "1e-7"]
+    ctx = tree.setup(tree.parse_opt(argv))
     initial = numpy_state(ctx["model"])
     losses = [tree.train_one_epoch(ctx, epoch) for epoch in range(opt.epochs)]
     fgd = numpy_state(ctx["fgd"]) if ctx["fgd"] is not None else None

@@ -108,6 +108,21 @@ def test_report_over_seeds_pairs_each_fgd_student_with_the_plain_student_of_its_
     assert "over 2 seeds: +7.0 ± 3.0 mAP50 (per seed: +4.0, +10.0), +3.5 ± 1.5 mAP50-95" in md
     assert "| student (mean of 4 seeds) | FGD student (mean of 2 seeds) |" in md
     assert "| a | 5 | 9 | 80.0 | 21.2 | 32.0 |" in md and "90.0" not in md
+    assert "Rounding alone" not in md
+
+
+def test_report_pairs_each_rerun_with_the_plain_student_of_its_seed(tmp_path):
+    for seed, plain, rerun in ((0, 0.25, 0.27), (1, 0.30, 0.26), (2, 0.20, None)):
+        fake_run(tmp_path / seeded_name("student", seed, 0), [plain], [plain, plain], seed=seed)
+        if rerun is not None:
+            fake_run(tmp_path / seeded_name("student_rerun", seed, 0), [rerun], [rerun, rerun], seed=seed)
+    md = write_report(tmp_path).read_text()
+    labels = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert labels[1:6] == ["| student, seed 0", "| student again, weights moved by 1e-7, seed 0", "| student, seed 1",
+                           "| student again, weights moved by 1e-7, seed 1", "| student, seed 2"]
+    assert ("Rounding alone: plain student again from its weights moved by 1e-7, minus plain student of the same "
+            "seed, over 2 seeds: -1.0 ± 3.0 mAP50 (per seed: +2.0, -4.0), -0.5 ± 1.5 mAP50-95") in md
+    assert "FGD student minus" not in md
 
 
 def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(tmp_path):
@@ -155,13 +170,15 @@ def test_run_state(tmp_path):
 
 
 def test_presets_and_run_plan(tmp_path):
-    opt = study.parse_opt(["--reduced", "--imgsz", "256", "--project", str(tmp_path)])
+    opt = study.parse_opt(["--reduced", "--imgsz", "256", "--project", str(tmp_path), "--runs", *study.RUN_NAMES])
     assert (opt.imgsz, opt.batch_size, opt.teacher_cfg, opt.student_width) == (256, 16, "yolov5n.yaml", 0.125)
     full = study.parse_opt([])
     assert (full.imgsz, full.batch_size, full.epochs, full.teacher_cfg, full.student_width) == (
         512, 32, 150, "yolov5s.yaml", None)
-    (teacher, t_argv), (student, s_argv), (fgd, f_argv) = study.run_plan(opt, ".pkl")
-    assert (teacher, student, fgd) == ("teacher", "student", "student_fgd")
+    (teacher, t_argv), (student, s_argv), (fgd, f_argv), (rerun, r_argv) = study.run_plan(opt, ".pkl")
+    assert (teacher, student, fgd, rerun) == ("teacher", "student", "student_fgd", "student_rerun")
+    assert r_argv == [*s_argv[:-2], "--perturb", "1e-7", "--name", "student_rerun"] and s_argv[-2] == "--name"
+    assert [name for name, _ in study.run_plan(study.parse_opt([]), ".pt")] == ["teacher", "student", "student_fgd"]
     assert t_argv[t_argv.index("--cfg") + 1] == "yolov5n.yaml"
     student_cfg = s_argv[s_argv.index("--cfg") + 1]
     assert load_model_cfg(student_cfg)["width_multiple"] == 0.125 and f_argv[f_argv.index("--cfg") + 1] == student_cfg
@@ -169,11 +186,11 @@ def test_presets_and_run_plan(tmp_path):
     assert t_argv[t_argv.index("--imgsz") + 1] == "256" and "--exist-ok" in t_argv
 
     repeated = study.run_plan(study.parse_opt(["--reduced", "--seed", "3", "--repeats", "2", "--project",
-                                                 str(tmp_path)]), ".pkl")
-    assert [name for name, _ in repeated] == ["teacher", "student", "student_fgd", "student_seed4",
-                                              "student_fgd_seed4"]
-    assert [argv[argv.index("--seed") + 1] for _, argv in repeated] == ["3", "3", "3", "4", "4"]
-    f_argv = repeated[-1][1]
+                                                 str(tmp_path), "--runs", *study.RUN_NAMES]), ".pkl")
+    assert [name for name, _ in repeated] == ["teacher", "student", "student_fgd", "student_rerun", "student_seed4",
+                                              "student_fgd_seed4", "student_rerun_seed4"]
+    assert [argv[argv.index("--seed") + 1] for _, argv in repeated] == ["3", "3", "3", "3", "4", "4", "4"]
+    f_argv = repeated[-2][1]
     assert f_argv[f_argv.index("--teacher") + 1].endswith("teacher/weights/best.pkl")  # one teacher for all seeds
     with pytest.raises(SystemExit):
         study.parse_opt(["--repeats", "0"])
@@ -255,6 +272,7 @@ def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path
         p.add_argument("--mode")
         for k in ("--epochs", "--imgsz", "--batch-size", "--seed"):
             p.add_argument(k, type=int)
+        p.add_argument("--perturb", type=float, default=0.0)
         return p.parse_args(argv)
 
     run = fake_run(tmp_path / "run", [0.1, 0.2])  # opt.yaml: yolov5n.yaml, train, 2 epochs, imgsz 64, batch 8
@@ -266,3 +284,6 @@ def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path
         study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5s.yaml"], parse_opt)
     with pytest.raises(ValueError, match="imgsz 64 \\(wanted 32\\)"):
         study.check_protocol(run, [*argv, "--imgsz", "32", "--cfg", "yolov5n.yaml"], parse_opt)
+    # opt.yaml of a run before --perturb existed: it ran unperturbed, so it is no rerun
+    with pytest.raises(ValueError, match="perturb 0.0 \\(wanted 1e-07\\)"):
+        study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5n.yaml", "--perturb", "1e-7"], parse_opt)

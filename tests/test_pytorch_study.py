@@ -1,5 +1,5 @@
 """The one-command study on tiny synthetic data: three runs (the teacher killed and resumed), the report and
-its plots, and a rerun that trains nothing (CPU, under a minute)."""
+its plots, a rerun that trains nothing, and the rerun student (CPU, about a minute)."""
 import dataclasses
 import json
 
@@ -96,6 +96,18 @@ def test_runs_trains_only_the_chosen_runs(data, tmp_path):
     study.main(study_argv(data, tmp_path, "--runs", "student"))
     assert sorted(p.name for p in tmp_path.iterdir() if (p / "results.csv").is_file()) == ["student"]
     assert list(json.loads((tmp_path / "study.json").read_text())["runs"]) == ["student"]
+
+
+def test_a_rerun_student_is_the_student_moved_by_rounding_and_is_paired_with_it(data, tmp_path):
+    study.main(study_argv(data, tmp_path, "--runs", "student", "student_rerun"))
+    plain, rerun = (yaml.safe_load((tmp_path / name / "opt.yaml").read_text()) for name in ("student", "student_rerun"))
+    assert (plain["perturb"], rerun["perturb"]) == (0.0, 1e-7)
+    assert {k: v for k, v in plain.items() if k not in ("perturb", "name", "save_dir")} == \
+        {k: v for k, v in rerun.items() if k not in ("perturb", "name", "save_dir")}
+    md = (tmp_path / "study.md").read_text()
+    assert "| student again, weights moved by 1e-7 |" in md and "Rounding alone: plain student again" in md
+    assert json.loads((tmp_path / "study.json").read_text())["runs"]["student_rerun"]["command"].endswith(
+        "--perturb 1e-7 --name student_rerun")
 
 
 def test_study_processes_side_by_side_keep_each_others_records(tmp_path):

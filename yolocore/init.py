@@ -14,6 +14,9 @@ import numpy as np
 RULES = ("uniform", "relu_normal", "ones", "zeros")
 DEFAULT_RULES = {"conv": {"weight": "uniform", "bias": "uniform"}, "norm": {"weight": "ones", "bias": "zeros"}}
 _generator = np.random.default_rng(0)
+# The noise of --perturb is one draw whatever --seed, so that a calibration run reproduces from its flags alone (the
+# README's seed-3 calibration run started from it).
+PERTURBATION_SEED = 12345
 
 
 def seed(value):
@@ -60,4 +63,19 @@ def initial_weights(modules, parameter_names):
     missed = [name for name in parameter_names if name not in values]
     if missed:
         raise TypeError(f"no initialisation rule for {', '.join(missed)}: give its module a kind (module_kind)")
+    return values
+
+
+def perturbed(state, scale):
+    """A calibration run's starting weights: {name: array} with every floating-point value but the anchors
+    multiplied by (1 + scale N(0, 1)) in float32, N drawn in state's order. At scale 1e-7 a value moves by a float32
+    rounding step or a few, so how far such a run ends from its unperturbed twin is the chaos of training alone:
+    the yardstick for a difference between two runs, such as the two frameworks'."""
+    noise = np.random.default_rng(PERTURBATION_SEED)
+    values = {}
+    for name, value in state.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating) and not name.endswith("anchors"):
+            value = value * (1 + np.float32(scale) * noise.standard_normal(value.shape).astype(np.float32))
+        values[name] = value
     return values

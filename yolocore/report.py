@@ -6,7 +6,9 @@ Each run folder is what train.py writes: results.csv (one row per epoch), opt.ya
 final validation of the best weights (P, R, AP50, AP50-95 per class). study.json, written by yolocore.study beside the
 runs, adds the exact commands, the wall time and the device; without it those columns say "n/a". A study with
 several seeds (yolocore.study --repeats) has a student and an FGD student folder per seed; the report adds their
-means over seeds and the FGD gain paired by seed, each with its standard error.
+means over seeds and the FGD gain paired by seed, each with its standard error. A study's student_rerun runs (the
+plain student again from its starting weights moved by 1e-7, train.py --perturb) add the same paired difference for
+them: what rounding alone moves a run by, the yardstick for the FGD gain and for a difference between frameworks.
 """
 import argparse
 import csv
@@ -26,9 +28,10 @@ from yolocore.cli import run_script
 from yolocore.config import load_model_cfg, load_yaml
 from yolocore.metrics import fitness
 
-RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student"}  # run kind -> label
+RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student",
+        "student_rerun": "student again, weights moved by 1e-7"}  # run kind -> label
 RUN_COLORS = ("dimgray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
-SEEDED_RUN = re.compile(r"(student|student_fgd)_seed(\d+)")
+SEEDED_RUN = re.compile(r"(student|student_fgd|student_rerun)_seed(\d+)")
 STUDY_JSON = "study.json"
 MAP50, MAP = "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"
 METRIC_COLUMNS = ("metrics/precision", "metrics/recall", MAP50, MAP)
@@ -215,25 +218,23 @@ def seed_means_table(runs):
     return "\n".join(["Mean ± standard error over the finished seeds (%):", "", *lines])
 
 
-def fgd_gain(runs):
-    """The FGD student minus the plain student of the same seed, both finished: one seed's difference, or the mean
-    over seeds."""
+def paired_difference(runs, kind, label):
+    """Runs of kind minus the plain student of the same seed, both finished: one seed's difference, or the mean
+    over seeds; label names the difference."""
     groups = by_kind(runs)
     plain = {run["opt"].get("seed"): run for run in groups.get("student", []) if finished(run)}
-    fgd = {run["opt"].get("seed"): run for run in groups.get("student_fgd", []) if finished(run)}
-    pairs = [(plain[seed], fgd[seed]) for seed in plain if seed in fgd]
+    other = {run["opt"].get("seed"): run for run in groups.get(kind, []) if finished(run)}
+    pairs = [(plain[seed], other[seed]) for seed in plain if seed in other]
     if not pairs:
         return ""
     diffs = {k: [f[k] - s[k] for s, f in pairs] for k in ("mAP50", "mAP50-95")}
     if len(pairs) > 1:
         (m50, e50), (m, e) = (mean_and_error(diffs[k]) for k in ("mAP50", "mAP50-95"))
         per_seed = ", ".join(f"{points(d):+.1f}" for d in diffs["mAP50"])
-        return (f"FGD student minus plain student of the same seed, over {len(pairs)} seeds: "
-                f"{points(m50):+.1f} ± {pct(e50)} mAP50 (per seed: {per_seed}), {points(m):+.1f} ± {pct(e)} "
-                "mAP50-95 (points, mean ± standard error).")
+        return (f"{label} of the same seed, over {len(pairs)} seeds: {points(m50):+.1f} ± {pct(e50)} mAP50 "
+                f"(per seed: {per_seed}), {points(m):+.1f} ± {pct(e)} mAP50-95 (points, mean ± standard error).")
     (s, f), = pairs
-    line = f"FGD student minus plain student: {points(diffs['mAP50'][0]):+.1f} mAP50, " \
-           f"{points(diffs['mAP50-95'][0]):+.1f} mAP50-95 (points)."
+    line = f"{label}: {points(diffs['mAP50'][0]):+.1f} mAP50, {points(diffs['mAP50-95'][0]):+.1f} mAP50-95 (points)."
     diff = f["per_class"]["AP50"] - s["per_class"]["AP50"]
     known = np.isfinite(diff)
     return line + f" AP50 is higher on {int((diff[known] > 0).sum())} of {int(known.sum())} classes."
@@ -310,8 +311,11 @@ def write_report(project, out=None, names=None):
     lines += [summary_table(runs, study), ""]
     means = seed_means_table(runs)
     lines += [means, ""] if means else []
-    lines += [fgd_gain(runs), "",
-              "mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
+    differences = [paired_difference(runs, "student_fgd", "FGD student minus plain student"),
+                   paired_difference(runs, "student_rerun", "Rounding alone: plain student again from its weights "
+                                     "moved by 1e-7, minus plain student")]
+    lines += [part for line in differences if line for part in (line, "")]
+    lines += ["mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
               "validated epochs) on the val split; time / epoch is the run's wall time over its trained epochs, "
               "set-up and validation included.", "",
               "## AP50 per class (%)", "", per_class_table(runs), "",

@@ -10,6 +10,10 @@ tree) is validated again; --force retrains them all from scratch.
 the initial weights and the order and augmentation of the batches, so the two runs of a seed differ by the FGD
 term alone, and the report gives their difference as a mean over seeds with its standard error.
 
+--runs ... student_rerun adds, at each seed, the plain student again from its starting weights moved by 1e-7
+(train.py --perturb): it differs from the plain student by rounding alone, and the report gives that difference as
+the yardstick for the FGD gain (and, across frameworks, for a difference between the trees).
+
 --teacher CKPT distils a teacher trained elsewhere (either tree's checkpoint, on the study's classes) instead of
 training one: the study then trains only the students.
 """
@@ -35,8 +39,11 @@ FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", st
 # What a 2-core CPU trains in about 1.5 h: a yolov5n teacher and a student at half its width, at imgsz 320.
 REDUCED = dict(imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_cfg="yolov5n.yaml",
                teacher_width=None, student_width=0.125)
-RUN_NAMES = tuple(RUNS)  # teacher, student, FGD student: the order they must run in
-CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed")  # a finished run must match these to be reused
+RUN_NAMES = tuple(RUNS)  # the order they run in: the FGD student needs the teacher
+DEFAULT_RUNS = ("teacher", "student", "student_fgd")
+CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed", "perturb")  # a run reused must match these
+OLDER_RUNS_LACK = {"perturb": 0.0}  # options that runs of older trees did not record, at the value they ran with
+PERTURBATION = "1e-7"
 
 
 @dataclass
@@ -76,9 +83,10 @@ def parse_opt(argv=None, framework="pytorch"):
                    help="student / FGD-student pairs, at seeds seed, seed+1, ...: the FGD gain over several seeds")
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
-    p.add_argument("--runs", nargs="+", choices=RUN_NAMES, default=list(RUN_NAMES),
+    p.add_argument("--runs", nargs="+", choices=RUN_NAMES, default=list(DEFAULT_RUNS),
                    help="the runs to train now (with --repeats, those of every seed), e.g. the teacher and the "
-                        "student as two processes side by side (the FGD student needs the teacher's best weights)")
+                        "student as two processes side by side (the FGD student needs the teacher's best weights); "
+                        f"student_rerun: the student again from weights moved by {PERTURBATION}, a noise yardstick")
     opt = p.parse_args(argv)
     for k, v in (REDUCED if opt.reduced else FULL).items():
         if getattr(opt, k) is None:
@@ -117,8 +125,8 @@ def model_cfg(cfg, width, project):
 
 
 def run_plan(opt, suffix):
-    """(name, train.py arguments) of the teacher (unless --teacher gives one), then of the student and the FGD
-    student of each seed, in the order they must run."""
+    """(name, train.py arguments) of the runs --runs asks for: the teacher (unless --teacher gives one), then the
+    student, the FGD student and the rerun student of each seed, in the order they must run."""
     common = ["--data", opt.data, "--imgsz", str(opt.imgsz), "--batch-size", str(opt.batch_size),
               "--epochs", str(opt.epochs), "--device", opt.device, "--workers", str(opt.workers),
               "--project", opt.project, "--exist-ok"]
@@ -131,11 +139,12 @@ def run_plan(opt, suffix):
         teacher = model_cfg(opt.teacher_cfg, opt.teacher_width, opt.project)
         plan.append(("teacher", ["--cfg", teacher, *common, "--seed", str(opt.seed), "--name", "teacher"]))
     for seed in range(opt.seed, opt.seed + opt.repeats):
-        plain, fgd = (seeded_name(kind, seed, opt.seed) for kind in ("student", "student_fgd"))
+        plain, fgd, rerun = (seeded_name(kind, seed, opt.seed) for kind in ("student", "student_fgd", "student_rerun"))
         seeded = [*common, "--seed", str(seed)]
         plan += [(plain, ["--cfg", student, *seeded, "--name", plain]),
-                 (fgd, ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *seeded, "--name", fgd])]
-    return plan
+                 (fgd, ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *seeded, "--name", fgd]),
+                 (rerun, ["--cfg", student, *seeded, "--perturb", PERTURBATION, "--name", rerun])]
+    return [(name, argv) for name, argv in plan if run_kind(name) in opt.runs]
 
 
 def epochs_logged(run_dir):
@@ -164,7 +173,7 @@ def check_framework(run_dir, suffix):
 
 def check_protocol(run_dir, argv, train_parse_opt):
     """A run trained with other options must not be reused silently."""
-    wanted, had = vars(train_parse_opt(argv)), load_yaml(Path(run_dir) / "opt.yaml")
+    wanted, had = vars(train_parse_opt(argv)), {**OLDER_RUNS_LACK, **load_yaml(Path(run_dir) / "opt.yaml")}
     differ = [f"{k} {had.get(k)} (wanted {wanted[k]})" for k in CHECKED_OPTIONS if had.get(k) != wanted[k]]
     # The architecture, not the file name: a cfg copied elsewhere is still the same model.
     if load_model_cfg(had.get("cfg", "")) != load_model_cfg(wanted["cfg"]):
@@ -254,7 +263,7 @@ def main(tree, opt):
         load_hyp(opt.hyp, kd="student_fgd" in opt.runs)
     if opt.teacher:
         check_teacher(opt.teacher, opt.data)
-    plan = [(name, argv) for name, argv in run_plan(opt, tree.suffix) if run_kind(name) in opt.runs]
+    plan = run_plan(opt, tree.suffix)
     for name, _ in plan:  # even --force deletes only this framework's runs
         check_framework(project / name, tree.suffix)
     if opt.force:

@@ -37,6 +37,13 @@ def build_layers(specs):
     return nn.Sequential(*layers)
 
 
+def anchors_in_strides(anchors, stride):
+    """Anchors in pixels (nl, na, 2), as numpy, in units of their level's stride. numpy divides: Jittor's division
+    rounds some quotients a few units in the last place off (10 / 8 gave 1.2499999), and the anchors, which never
+    train, would keep that step from the PyTorch tree's for the whole run."""
+    return jt.array(anchors / stride.reshape(-1, 1, 1))
+
+
 class Model(nn.Module):
     stride = unsaved_attribute("stride")
 
@@ -54,7 +61,7 @@ class Model(nn.Module):
         m = self.model[-1]
         s = 256
         m.stride = jt.array([s / x.shape[-2] for x in self._forward_once(jt.zeros((1, ch, s, s)))[0]])
-        m.anchors /= m.stride.view(-1, 1, 1)
+        m.anchors.update(anchors_in_strides(m.anchors.numpy(), m.stride.numpy()))
         self.stride = m.stride
         draw_initial_weights(self)
         initialize_weights(self)
