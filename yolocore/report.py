@@ -28,8 +28,9 @@ from yolocore.cli import run_script
 from yolocore.config import load_model_cfg, load_yaml
 from yolocore.metrics import fitness
 
+RERUN_PERTURBATION = "1e-7"  # train.py --perturb of a study's student_rerun runs
 RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student",
-        "student_rerun": "student again, weights moved by 1e-7"}  # run kind -> label
+        "student_rerun": f"student again, weights moved by {RERUN_PERTURBATION}"}  # run kind -> label
 RUN_COLORS = ("dimgray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
 SEEDED_RUN = re.compile(r"(student|student_fgd|student_rerun)_seed(\d+)")
 STUDY_JSON = "study.json"
@@ -227,15 +228,15 @@ def paired_difference(runs, kind, label):
     pairs = [(plain[seed], other[seed]) for seed in plain if seed in other]
     if not pairs:
         return ""
-    diffs = {k: [f[k] - s[k] for s, f in pairs] for k in ("mAP50", "mAP50-95")}
+    diffs = {k: [o[k] - s[k] for s, o in pairs] for k in ("mAP50", "mAP50-95")}
     if len(pairs) > 1:
         (m50, e50), (m, e) = (mean_and_error(diffs[k]) for k in ("mAP50", "mAP50-95"))
         per_seed = ", ".join(f"{points(d):+.1f}" for d in diffs["mAP50"])
         return (f"{label} of the same seed, over {len(pairs)} seeds: {points(m50):+.1f} ± {pct(e50)} mAP50 "
                 f"(per seed: {per_seed}), {points(m):+.1f} ± {pct(e)} mAP50-95 (points, mean ± standard error).")
-    (s, f), = pairs
+    (s, o), = pairs
     line = f"{label}: {points(diffs['mAP50'][0]):+.1f} mAP50, {points(diffs['mAP50-95'][0]):+.1f} mAP50-95 (points)."
-    diff = f["per_class"]["AP50"] - s["per_class"]["AP50"]
+    diff = o["per_class"]["AP50"] - s["per_class"]["AP50"]
     known = np.isfinite(diff)
     return line + f" AP50 is higher on {int((diff[known] > 0).sum())} of {int(known.sum())} classes."
 
@@ -313,7 +314,7 @@ def write_report(project, out=None, names=None):
     lines += [means, ""] if means else []
     differences = [paired_difference(runs, "student_fgd", "FGD student minus plain student"),
                    paired_difference(runs, "student_rerun", "Rounding alone: plain student again from its weights "
-                                     "moved by 1e-7, minus plain student")]
+                                     f"moved by {RERUN_PERTURBATION}, minus plain student")]
     lines += [part for line in differences if line for part in (line, "")]
     lines += ["mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
               "validated epochs) on the val split; time / epoch is the run's wall time over its trained epochs, "

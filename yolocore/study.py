@@ -32,7 +32,15 @@ from typing import Callable
 from yolocore.checkpoint_io import SUFFIXES, read_checkpoint
 from yolocore.cli import non_negative_int, positive_int
 from yolocore.config import ROOT, load_data_yaml, load_hyp, load_model_cfg, load_yaml, save_yaml
-from yolocore.report import RUNS, STUDY_JSON, read_csv_columns, run_kind, seeded_name, write_report
+from yolocore.report import (
+    RERUN_PERTURBATION,
+    RUNS,
+    STUDY_JSON,
+    read_csv_columns,
+    run_kind,
+    seeded_name,
+    write_report,
+)
 
 FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
             teacher_width=None, student_width=None)
@@ -43,7 +51,6 @@ RUN_NAMES = tuple(RUNS)  # the order they run in: the FGD student needs the teac
 DEFAULT_RUNS = ("teacher", "student", "student_fgd")
 CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed", "perturb")  # a run reused must match these
 OLDER_RUNS_LACK = {"perturb": 0.0}  # options that runs of older trees did not record, at the value they ran with
-PERTURBATION = "1e-7"
 
 
 @dataclass
@@ -86,7 +93,7 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--runs", nargs="+", choices=RUN_NAMES, default=list(DEFAULT_RUNS),
                    help="the runs to train now (with --repeats, those of every seed), e.g. the teacher and the "
                         "student as two processes side by side (the FGD student needs the teacher's best weights); "
-                        f"student_rerun: the student again from weights moved by {PERTURBATION}, a noise yardstick")
+                        f"student_rerun: the student again from weights moved by {RERUN_PERTURBATION} (noise)")
     opt = p.parse_args(argv)
     for k, v in (REDUCED if opt.reduced else FULL).items():
         if getattr(opt, k) is None:
@@ -143,7 +150,7 @@ def run_plan(opt, suffix):
         seeded = [*common, "--seed", str(seed)]
         plan += [(plain, ["--cfg", student, *seeded, "--name", plain]),
                  (fgd, ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *seeded, "--name", fgd]),
-                 (rerun, ["--cfg", student, *seeded, "--perturb", PERTURBATION, "--name", rerun])]
+                 (rerun, ["--cfg", student, *seeded, "--perturb", RERUN_PERTURBATION, "--name", rerun])]
     return [(name, argv) for name, argv in plan if run_kind(name) in opt.runs]
 
 
