@@ -64,6 +64,7 @@ from YOLOv5Jittor.utils.framework import (
     main_process_first,
     optimizer_state,
     parallel,
+    state_dict_from_numpy,
     state_dict_to_numpy,
     sync_batchnorm,
 )
@@ -138,8 +139,7 @@ def build_model(opt, data, device, resumed=None):
         counted = [k for k in state if not k.endswith("num_batches_tracked")]
         print(f"Transferred {sum(k in fitting for k in counted)}/{len(counted)} items from {opt.weights}")
     if not resumed and opt.perturb:
-        state = {k: v.numpy() for k, v in model.state_dict().items()}
-        model.load_state_dict(perturbed(state, opt.perturb))
+        model.load_state_dict(state_dict_from_numpy(perturbed(state_dict_to_numpy(model.state_dict()), opt.perturb)))
         print(f"Starting weights perturbed by {opt.perturb:g} (--perturb: a calibration run)")
     model.names = data["names"]
     return model
