@@ -21,6 +21,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from yolocore.anchors import check_anchors, label_wh
+from yolocore.checkpoint_io import find_last_checkpoint
 from yolocore.cli import fraction, non_negative_int, positive_int, run_script
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
 from yolocore.host_memory import retain_freed_memory
@@ -43,6 +44,7 @@ from yolocore.recipe import (
 )
 from yolocore.results import append_results, clear_results, truncate_results
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.training_record import add_epoch, describe_device, training_record
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.models.yolo import Model
@@ -107,13 +109,6 @@ def parse_opt(argv=None):
     if opt.mode == "KD" and not opt.teacher and not opt.resume:
         p.error("--mode KD needs --teacher CKPT")
     return opt
-
-
-def find_last_checkpoint(project):
-    runs = sorted(Path(project).glob(f"**/weights/last{SUFFIX}"), key=lambda f: f.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"--resume: no last{SUFFIX} found under {project}; pass the checkpoint path")
-    return runs[-1]
 
 
 def prepare_data(opt):
@@ -254,14 +249,14 @@ def make_checkpoint(ctx, epoch):
         "kd_layers": list(opt.kd_layers) if opt.mode == "KD" else None,
         "yaml": ctx["model"].yaml, "nc": len(ctx["names"]), "names": list(ctx["names"]),
         "hyp": ctx["hyp"], "opt": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opt).items()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "training": dict(ctx["training"]),
     }
 
 
 def resume_options(opt):
     path = Path(opt.project if opt.resume == "last" else opt.resume)
     if path.is_dir() or opt.resume == "last":  # the newest run under the project, or a run's folder
-        path = find_last_checkpoint(path)
+        path = find_last_checkpoint(path, SUFFIX)
     ckpt = load_checkpoint(path)
     if ckpt["framework"] != FRAMEWORK or not ckpt.get("optimizer") or "opt" not in ckpt:
         raise ValueError(f"--resume {path}: not a {FRAMEWORK} training checkpoint; resume it with the tree that wrote "
@@ -337,7 +332,8 @@ def setup(opt):
                lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), ema=ModelEMA(model), scaler=grad_scaler(device),
                accumulate=max(round(NBS / opt.batch_size), 1), save_dir=save_dir,
                compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, data["nc"], opt.imgsz)),
-               train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=0.0, best_epoch=-1)
+               train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=0.0, best_epoch=-1,
+               training=training_record(ckpt, describe_device(device, world_size)))
     if ckpt:
         ctx["start_epoch"], ctx["best_fitness"], ctx["best_epoch"] = restore(ctx, ckpt)
         if rank == 0:
@@ -351,9 +347,9 @@ def setup(opt):
     return ctx
 
 
-def end_epoch(ctx, epoch, losses):
-    """On rank 0: validate (unless --noval), log the epoch, save the last and best checkpoints. True, on every
-    process, when patience runs out."""
+def end_epoch(ctx, epoch, losses, started):
+    """On rank 0: validate (unless --noval), log the epoch and its time (since `started`), save the last and best
+    checkpoints. True, on every process, when patience runs out."""
     if ctx["rank"] != 0:
         return broadcast_flag(False)
     opt, weights_dir = ctx["opt"], ctx["save_dir"] / "weights"
@@ -366,6 +362,7 @@ def end_epoch(ctx, epoch, losses):
     fit = float(fitness(np.array(metrics[:4])[None])[0])
     lrs = [g["lr"] for g in ctx["optimizer"].param_groups]
     append_results(ctx["save_dir"] / "results.csv", results_row(epoch, losses, metrics, lrs))
+    add_epoch(ctx["training"], time.time() - started)
     # Without validation the newest weights are the best guess, and patience has nothing to count.
     if not measured or fit > ctx["best_fitness"] or ctx["best_epoch"] < 0:
         ctx["best_fitness"] = max(fit, ctx["best_fitness"]) if measured else ctx["best_fitness"]
@@ -385,8 +382,9 @@ def train(opt):
           f"results in {save_dir}")
     start = time.time()
     for epoch in range(ctx["start_epoch"], opt.epochs):
+        started = time.time()
         losses = train_one_epoch(ctx, epoch)
-        if end_epoch(ctx, epoch, losses):
+        if end_epoch(ctx, epoch, losses, started):
             break
 
     if ctx["rank"] == 0:

@@ -14,6 +14,7 @@ from yolocore.evaluation import Evaluator, write_per_class_csv
 from yolocore.recipe import results_row
 from yolocore.report import load_run, seeded_name, write_report
 from yolocore.results import append_results
+from yolocore.training_record import add_epoch, training_record
 
 NAMES = ["a", "b", "c"]
 
@@ -89,6 +90,25 @@ def test_report_table_gain_and_plots(tmp_path):
     assert "Tiny protocol." in md and "python YOLOv5Pytorch/train.py --name student" in md
     for png in ("map50_curves.png", "class_ap50.png"):
         assert (tmp_path / "out" / png).stat().st_size > 0
+
+
+def test_a_hand_run_reports_the_time_and_device_its_checkpoint_recorded(tmp_path):
+    first = training_record(None, "CPU, 2 cores (x)")
+    add_epoch(first, 30.0)
+    later = training_record({"training": first}, "NVIDIA H200")  # resumed on another machine
+    add_epoch(later, 20.0)
+    assert later == {"device": "CPU, 2 cores (x), then NVIDIA H200", "epochs": 2, "seconds": 50.0}
+    assert training_record({"training": later}, "NVIDIA H200")["device"] == later["device"]
+    assert training_record({"epoch": 3}, "GPU") == {"device": "GPU", "epochs": 0, "seconds": 0.0}  # older tree
+
+    run = fake_run(tmp_path / "student", [0.1, 0.3])
+    (run / "weights").mkdir()
+    write_pickle_checkpoint({"epoch": 1, "training": later}, run / "weights" / "last.pkl")
+    fake_run(tmp_path / "student_fgd", [0.1, 0.4], mode="KD")  # no checkpoint, no study.json: nothing to tell
+    md = write_report(tmp_path).read_text()
+    student, fgd = [line for line in md.splitlines() if line.startswith("| ")][1:3]
+    assert student.endswith("| 25 s | CPU, 2 cores (x), then NVIDIA H200 |")
+    assert fgd.endswith("| n/a | n/a |")
 
 
 def test_report_over_seeds_pairs_each_fgd_student_with_the_plain_student_of_its_seed(tmp_path):

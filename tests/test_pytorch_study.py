@@ -2,10 +2,12 @@
 its plots, a rerun that trains nothing, and the rerun student (CPU, about a minute)."""
 import dataclasses
 import json
+import re
 
 import pytest
 import yaml
 
+from yolocore.checkpoint_io import read_checkpoint
 from yolocore.study import StudyLog
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import study, train
@@ -55,8 +57,10 @@ def test_study_trains_three_runs_and_writes_the_report(project):
         assert (project / png).stat().st_size > 0
     runs = json.loads((project / "study.json").read_text())["runs"]
     assert runs["student_fgd"]["command"].startswith("python YOLOv5Pytorch/train.py --mode KD")
-    assert [s["epochs"] for s in runs["teacher"]["segments"]] == [1, 1]  # killed in epoch 2, then resumed
-    assert [s["epochs"] for s in runs["student"]["segments"]] == [2]
+    assert "--resume" not in runs["teacher"]["command"]  # the command that trains it, not the one that resumed it
+    teacher = read_checkpoint(project / "teacher" / "weights" / "last.pt")["training"]
+    assert teacher["epochs"] == 2  # killed in its second epoch and resumed: each epoch counted once
+    assert re.search(r" \| \d+ s \| CPU, ", rows[1]), rows[1]  # the time per epoch and the device
     assert (project / "teacher" / "results.csv").read_text().count("\n") == 3  # header and epochs 0, 1
 
 
@@ -112,8 +116,8 @@ def test_a_rerun_student_is_the_student_moved_by_rounding_and_is_paired_with_it(
 
 def test_study_processes_side_by_side_keep_each_others_records(tmp_path):
     first, second = (StudyLog(tmp_path, "protocol", "title") for _ in range(2))  # both opened before any record
-    first.record("teacher", "python train.py --name teacher", "GPU", 3, 9.0, fresh=True)
-    second.record("student", "python train.py --name student", "GPU", 3, 5.0, fresh=True)
+    first.record("teacher", "python train.py --name teacher")
+    second.record("student", "python train.py --name student")
     assert sorted(json.loads((tmp_path / "study.json").read_text())["runs"]) == ["student", "teacher"]
 
 

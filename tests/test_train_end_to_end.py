@@ -76,6 +76,8 @@ def test_one_epoch_writes_every_output(teacher_run, tree):
     assert ckpt["names"] == ["airplane", "ship", "storage-tank", "tennis-court", "small-vehicle"]
     assert all(isinstance(v, tree.array_type) for v in ckpt["model"].values())
     assert ckpt["epoch"] == 0 and ckpt["opt"]["imgsz"] == 64
+    assert ckpt["training"]["epochs"] == 1 and ckpt["training"]["seconds"] > 0
+    assert ckpt["training"]["device"].startswith("CPU, ")
 
 
 def interrupt_at(monkeypatch, tree, epoch):
@@ -95,7 +97,8 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         run_train(tree, tmp_path, data, "--cfg", "yolov5n.yaml", "--epochs", "3", "--noval", name="killed")
     killed = tmp_path / "killed"
-    assert tree.ckpt.load_checkpoint(weights(killed, "last", tree))["epoch"] == 1
+    before = tree.ckpt.load_checkpoint(weights(killed, "last", tree))
+    assert before["epoch"] == 1 and before["training"]["epochs"] == 2
     monkeypatch.undo()
     capsys.readouterr()
     tree.train.train(tree.train.parse_opt(["--resume", str(killed), "--workers", "0"]))  # the run folder will do
@@ -104,8 +107,24 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch
     a = tree.ckpt.load_checkpoint(weights(full, "last", tree))
     b = tree.ckpt.load_checkpoint(weights(killed, "last", tree))
     assert b["epoch"] == 2
+    # The resumed run's record continues the checkpoint's: the lost epoch counts nowhere.
+    assert b["training"]["epochs"] == 3 and b["training"]["seconds"] > before["training"]["seconds"]
+    assert b["training"]["device"] == before["training"]["device"]
     for k, v in a["ema"].items():
         np.testing.assert_allclose(np.asarray(b["ema"][k]), np.asarray(v), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_resume_alone_continues_the_newest_run_of_the_project(tmp_path, data, tree, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=f"no last{tree.ckpt.SUFFIX} found under {tmp_path}"):
+        tree.train.train(tree.train.parse_opt(["--resume", "--project", str(tmp_path), "--workers", "0"]))
+    interrupt_at(monkeypatch, tree, 1)
+    for name in ("older", "newer"):
+        with pytest.raises(KeyboardInterrupt):
+            run_train(tree, tmp_path, data, "--cfg", "yolov5n.yaml", "--epochs", "2", "--noval", name=name)
+    monkeypatch.undo()
+    tree.train.train(tree.train.parse_opt(["--resume", "--project", str(tmp_path), "--workers", "0"]))
+    assert [int(r["epoch"]) for r in read_csv(tmp_path / "newer" / "results.csv")] == [0, 1]
+    assert [int(r["epoch"]) for r in read_csv(tmp_path / "older" / "results.csv")] == [0]
 
 
 def test_weights_choose_the_model_unless_cfg_does_and_resume_rebuilds_it(tmp_path, data, tree, teacher_run, narrow_cfg,

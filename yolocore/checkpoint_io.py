@@ -174,6 +174,14 @@ def read_checkpoint(path):
         raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
 
 
+def find_last_checkpoint(project, suffix):
+    """The newest run's last checkpoint under project: what --resume alone continues."""
+    runs = sorted(Path(project).glob(f"**/weights/last{suffix}"), key=lambda f: f.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"--resume: no last{suffix} found under {project}; pass the checkpoint path")
+    return runs[-1]
+
+
 def write_pickle_checkpoint(ckpt, path):
     """Write to a temporary file and rename, so a crash mid-write never leaves a broken last/best checkpoint."""
     path = Path(path)

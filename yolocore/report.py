@@ -2,9 +2,10 @@
 
     python -m yolocore.report --project runs/study/pytorch    # writes study.md and the plots there
 
-Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, and per_class.csv from the
-final validation of the best weights (P, R, AP50, AP50-95 per class). study.json, written by yolocore.study beside the
-runs, adds the exact commands, the wall time and the device; without it those columns say "n/a". A study with
+Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, per_class.csv from the final
+validation of the best weights (P, R, AP50, AP50-95 per class), and weights/last.*, whose training record gives the
+time per epoch and the device (yolocore.training_record). study.json, written by yolocore.study beside the runs, adds
+the exact commands (and, for runs of older trees, which recorded no time, the time the study measured). A study with
 several seeds (yolocore.study --repeats) has a student and an FGD student folder per seed; the report adds their
 means over seeds and the FGD gain paired by seed, each with its standard error. A study's student_rerun runs (the
 plain student again from its starting weights moved by 1e-7, train.py --perturb) add the same paired difference for
@@ -24,9 +25,11 @@ if __package__ in (None, ""):
 import numpy as np
 from matplotlib.figure import Figure
 
+from yolocore.checkpoint_io import SUFFIXES, read_checkpoint
 from yolocore.cli import run_script
 from yolocore.config import load_model_cfg, load_yaml
 from yolocore.metrics import fitness
+from yolocore.training_record import epoch_seconds
 
 RERUN_PERTURBATION = "1e-7"  # train.py --perturb of a study's student_rerun runs
 RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student",
@@ -94,7 +97,8 @@ def load_run(run_dir):
     fit = fitness(np.nan_to_num(metrics, nan=-1.0))
     best = int(np.argmax(fit))  # train.py keeps the first epoch of the highest fitness
     run = dict(dir=run_dir, opt=opt, epochs_done=len(metrics), best_epoch=int(results["epoch"][best]) + 1,
-               epoch=np.array(results["epoch"], dtype=float) + 1, map50_curve=metrics[:, 2], per_class=None)
+               epoch=np.array(results["epoch"], dtype=float) + 1, map50_curve=metrics[:, 2], per_class=None,
+               training=training_of(run_dir))
     run["P"], run["R"], run["mAP50"], run["mAP50-95"] = metrics[best]
     per_class_path = run_dir / "per_class.csv"
     if per_class_path.is_file():
@@ -118,11 +122,20 @@ def model_label(cfg):
         return Path(str(cfg)).name
 
 
-def epoch_seconds(record):
-    """Wall time per trained epoch over all of a run's segments (a resumed run has several), or None."""
+def training_of(run_dir):
+    """The training record of a run's last checkpoint, or None (no checkpoint, or one of an older tree)."""
+    for suffix in SUFFIXES.values():
+        last = Path(run_dir) / "weights" / f"last{suffix}"
+        if last.is_file():
+            return read_checkpoint(last).get("training")
+    return None
+
+
+def study_timing(record):
+    """A training record from what a study of an older tree measured: wall time over segments (one per resume)."""
     segments = (record or {}).get("segments", [])
-    epochs = sum(s["epochs"] for s in segments)
-    return sum(s["seconds"] for s in segments) / epochs if epochs else None
+    return {"device": record.get("device", "n/a"), "epochs": sum(s["epochs"] for s in segments),
+            "seconds": sum(s["seconds"] for s in segments)} if segments else {}
 
 
 def pct(x):
@@ -162,7 +175,8 @@ def summary_table(runs, study):
     lines = ["| run | model | mode | epochs | best epoch | P | R | mAP50 | mAP50-95 | time / epoch | device |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, run in runs.items():
-        opt, record = run["opt"], study.get("runs", {}).get(name, {})
+        opt = run["opt"]
+        record = run["training"] or study_timing(study.get("runs", {}).get(name))
         lines.append(f"| {run_label(name, run, several)} | {model_label(opt.get('cfg', '?'))} | "
                      f"{opt.get('mode', 'train')} | {run['epochs_done']}/{opt.get('epochs', '?')} | "
                      f"{run['best_epoch']} | {pct(run['P'])} | {pct(run['R'])} | **{pct(run['mAP50'])}** | "
@@ -317,8 +331,8 @@ def write_report(project, out=None, names=None):
                                      f"moved by {RERUN_PERTURBATION}, minus plain student")]
     lines += [part for line in differences if line for part in (line, "")]
     lines += ["mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
-              "validated epochs) on the val split; time / epoch is the run's wall time over its trained epochs, "
-              "set-up and validation included.", "",
+              "validated epochs) on the val split; time / epoch is the mean wall time of its epochs, validation "
+              "included.", "",
               "## AP50 per class (%)", "", per_class_table(runs), "",
               "![mAP50 per epoch](map50_curves.png)", "", "![AP50 per class](class_ap50.png)", ""]
     commands = [study["runs"][n]["command"] for n in runs if study.get("runs", {}).get(n, {}).get("command")]

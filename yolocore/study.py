@@ -19,12 +19,8 @@ training one: the study then trains only the students.
 """
 import argparse
 import json
-import os
-import platform
 import shlex
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -101,24 +97,6 @@ def parse_opt(argv=None, framework="pytorch"):
     return opt
 
 
-def describe_device(device):
-    """The device column of the table: the GPU's name, or the CPU's model and core count."""
-    if str(device).startswith("cuda"):
-        index = str(device).partition(":")[2] or "0"
-        try:
-            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", index],
-                                   capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            names = ""
-        return names or "CUDA GPU"
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        model = lines[0].split(":", 1)[1].strip() if lines else model
-    return f"CPU, {os.cpu_count()} cores ({model})"
-
-
 def model_cfg(cfg, width, project):
     """cfg itself, or a copy with width_multiple replaced, written into the project so the run can be rebuilt."""
     if width is None:
@@ -191,7 +169,8 @@ def check_protocol(run_dir, argv, train_parse_opt):
 
 
 class StudyLog:
-    """study.json beside the runs: the protocol, each run's command, device and timed training segments."""
+    """study.json beside the runs: the protocol and the command of each run (its checkpoints record its device and
+    time: yolocore.training_record)."""
 
     def __init__(self, project, protocol, title):
         self.path = Path(project) / STUDY_JSON
@@ -199,14 +178,11 @@ class StudyLog:
         self.data.update(title=title, protocol=protocol)
         self.data.setdefault("runs", {})
 
-    def record(self, name, command, device, epochs, seconds, fresh):
+    def record(self, name, command):
         # Study processes that train other runs side by side share this file: take in what they wrote meanwhile.
         if self.path.is_file():
             self.data["runs"] = json.loads(self.path.read_text(encoding="utf-8")).get("runs", {})
-        run = self.data["runs"].get(name, {}) if not fresh else {}
-        run.update(command=command, device=device)
-        run["segments"] = [*run.get("segments", []), {"epochs": epochs, "seconds": round(seconds, 1)}]
-        self.data["runs"][name] = run
+        self.data["runs"][name] = {"command": command}
         self.save()
 
     def save(self):
@@ -239,20 +215,13 @@ def check_teacher(path, data):
                          f"{list(names)}")
 
 
-def train_run(tree, name, argv, state, log, device, opt):
-    """Train (or resume) one run and record its command and wall time, even when it is interrupted."""
-    run_dir = Path(opt.project) / name
-    before = epochs_logged(run_dir) if state == "resume" else 0
-    last = str(run_dir / "weights" / f"last{tree.suffix}")
+def train_run(tree, name, argv, state, log, opt):
+    """Train (or resume) one run. The command recorded is the one that trains it from scratch, however often it
+    resumed."""
+    last = str(Path(opt.project) / name / "weights" / f"last{tree.suffix}")
     run_argv = argv if state == "new" else ["--resume", last, "--device", opt.device, "--workers", str(opt.workers)]
-    start = time.time()
-    try:
-        tree.train(tree.train_parse_opt(run_argv))
-    finally:
-        epochs = epochs_logged(run_dir) - before
-        if epochs > 0:  # the command that reproduces the run is the original one, however often it resumed
-            log.record(name, f"python {tree.name}/train.py {shlex.join(argv)}", device, epochs, time.time() - start,
-                       fresh=state == "new")
+    log.record(name, f"python {tree.name}/train.py {shlex.join(argv)}")
+    tree.train(tree.train_parse_opt(run_argv))
 
 
 def validate_run(tree, run_dir, opt):
@@ -281,7 +250,7 @@ def main(tree, opt):
         if states[name] != "new":
             check_protocol(project / name, argv, tree.train_parse_opt)
     load_data_yaml(opt.data)  # a missing dataset fails here, before the project is written
-    device = describe_device(tree.select_device(opt.device))
+    tree.select_device(opt.device)  # a bad --device fails here too, before the project is written
     log = StudyLog(project, protocol_line(opt),
                    f"Study on {Path(opt.data).stem} ({tree.name}): teacher, student, FGD student")
     log.save()
@@ -291,7 +260,7 @@ def main(tree, opt):
         if state == "new":
             shutil.rmtree(run_dir, ignore_errors=True)  # died before its first checkpoint: nothing worth keeping
         if state in ("new", "resume"):
-            train_run(tree, name, argv, state, log, device, opt)
+            train_run(tree, name, argv, state, log, opt)
         elif state == "validate":
             validate_run(tree, run_dir, opt)
         write_report(project)  # after every run, so a long study shows its progress
