@@ -91,6 +91,9 @@ def parse_opt(argv=None):
     p.add_argument("--imgsz", type=positive_int, default=640, help="train and val image size (pixels)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (mpirun: one GPU per process)")
     p.add_argument("--workers", type=non_negative_int, default=8, help="data-loading processes")
+    p.add_argument("--cache", nargs="?", const="ram", default="", choices=("ram", "disk"),
+                   help="decode and resize the images once, into a file beside the labels that every process "
+                   "memory-maps (ram and disk alike)")
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
@@ -271,6 +274,7 @@ def resume_options(opt):
     resumed = argparse.Namespace(**ckpt["opt"])
     resumed.resume, resumed.weights, resumed.exist_ok = str(path), "", True
     resumed.device, resumed.workers = opt.device or resumed.device, opt.workers
+    resumed.cache = opt.cache or vars(resumed).get("cache", "")
     resumed.sync_bn = opt.sync_bn or vars(resumed).get("sync_bn", False)
     return resumed, ckpt
 
@@ -317,9 +321,10 @@ def setup(opt):
     with main_process_first(rank):
         train_loader, dataset = create_dataloader(data["train"], opt.imgsz, batch_size, data["nc"], hyp, augment=True,
                                                   shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ",
-                                                  rank=rank, world_size=world_size)
+                                                  rank=rank, world_size=world_size, cache_images=bool(opt.cache))
         val_loader = create_dataloader(data["val"], opt.imgsz, batch_size * 2, data["nc"], seed=opt.seed,
-                                       workers=opt.workers, prefix="val: ")[0] if rank == 0 else None
+                                       workers=opt.workers, prefix="val: ",
+                                       cache_images=bool(opt.cache))[0] if rank == 0 else None
     # The run folder comes last, once the data's labels and image size are checked: a failed start leaves none.
     if rank == 0:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)

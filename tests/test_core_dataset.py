@@ -1,5 +1,6 @@
-"""yolocore.dataset: listing, label parsing, bad input, the label cache, determinism and batching."""
+"""yolocore.dataset: listing, label parsing, bad input, the label and image caches, determinism and batching."""
 import os
+import pickle
 
 import cv2
 import numpy as np
@@ -239,6 +240,51 @@ def test_damaged_or_unwritable_cache_falls_back_to_a_scan(tmp_path, capsys):
     assert scan_state(YoloDataset(images, imgsz=64, nc=3)) == expected
     assert f"label cache {cache} not written" in capsys.readouterr().out
     assert [p.name for p in cache.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def items_equal(a, b):
+    return all((x == y).all() for x, y in zip(a[:2], b[:2])) and a[2:] == b[2:]
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_cached_images_give_the_same_items_and_workers_get_the_file_not_the_pixels(tmp_path, capsys, augment):
+    images = make_dataset(tmp_path, n=4, w=200, h=120)  # shrunk to imgsz 64: each split's own interpolation
+    YoloDataset(images, imgsz=64, nc=3, cache_images=True)  # a validation cache first, in the same folder
+    capsys.readouterr()
+    plain = YoloDataset(images, imgsz=64, nc=3, augment=augment, hyp=HYP)
+    cached = YoloDataset(images, imgsz=64, nc=3, augment=augment, hyp=HYP, cache_images=True)
+    assert f"4 images cached {'into' if augment else 'from'}" in capsys.readouterr().out
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        assert all(items_equal(plain[i], cached[i]) for i in range(4))
+    in_worker = pickle.loads(pickle.dumps(cached))
+    assert in_worker.images._pixels is None and items_equal(in_worker[2], cached[2])
+    assert len(pickle.dumps(cached)) < 64 * 64 * 3  # less than one image's pixels
+
+
+def test_image_cache_is_reused_until_an_image_changes(tmp_path, capsys, monkeypatch):
+    images = make_dataset(tmp_path, n=3)
+    YoloDataset(images, imgsz=64, nc=3, cache_images=True)
+    bins = sorted(p.name for p in (tmp_path / "labels").glob("*.bin"))
+    assert bins == ["train.images-64-area.bin"]
+    with monkeypatch.context() as m:
+        m.setattr(YoloDataset, "read_image", lambda *_: pytest.fail("decoded an image the cache holds"))
+        reused = YoloDataset(images, imgsz=64, nc=3, cache_images=True)
+        assert "3 images cached from" in capsys.readouterr().out
+        reused[0]
+    write_image(images / "im1.jpg", seed=7)
+    changed = YoloDataset(images, imgsz=64, nc=3, cache_images=True)
+    assert "3 images cached into" in capsys.readouterr().out
+    assert items_equal(changed[1], YoloDataset(images, imgsz=64, nc=3)[1])
+
+
+def test_an_unwritable_image_cache_falls_back_to_the_files(tmp_path, capsys):
+    images = make_dataset(tmp_path, n=2)
+    (tmp_path / "labels" / "train.images-64-area.bin").mkdir()  # stands in for a read-only folder
+    ds = YoloDataset(images, imgsz=64, nc=3, cache_images=True)
+    assert ds.images is None and "image cache" in capsys.readouterr().out
+    assert items_equal(ds[0], YoloDataset(images, imgsz=64, nc=3)[0])
 
 
 def test_epoch_order_is_a_seeded_permutation():

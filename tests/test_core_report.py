@@ -203,7 +203,9 @@ def test_presets_and_run_plan(tmp_path):
     student_cfg = s_argv[s_argv.index("--cfg") + 1]
     assert load_model_cfg(student_cfg)["width_multiple"] == 0.125 and f_argv[f_argv.index("--cfg") + 1] == student_cfg
     assert f_argv[:2] == ["--mode", "KD"] and f_argv[f_argv.index("--teacher") + 1].endswith("teacher/weights/best.pkl")
-    assert t_argv[t_argv.index("--imgsz") + 1] == "256" and "--exist-ok" in t_argv
+    assert t_argv[t_argv.index("--imgsz") + 1] == "256" and "--exist-ok" in t_argv and "--cache" not in t_argv
+    cached = study.run_plan(study.parse_opt(["--cache", "--project", str(tmp_path)]), ".pt")
+    assert all(argv[argv.index("--cache") + 1] == "ram" for _, argv in cached)
 
     repeated = study.run_plan(study.parse_opt(["--reduced", "--seed", "3", "--repeats", "2", "--project",
                                                  str(tmp_path), "--runs", *study.RUN_NAMES]), ".pkl")

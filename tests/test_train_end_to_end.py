@@ -80,6 +80,13 @@ def test_one_epoch_writes_every_output(teacher_run, tree):
     assert ckpt["training"]["device"].startswith("CPU, ")
 
 
+def test_cached_images_train_exactly_as_the_image_files_do(tmp_path, data, tree, teacher_run):
+    run = run_train(tree, tmp_path, data, "--cfg", "yolov5n.yaml", "--epochs", "1", "--cache")
+    assert read_csv(run / "results.csv") == read_csv(teacher_run / "results.csv")
+    assert sorted(p.name for p in Path(data).parent.glob("labels/*.bin")) == ["train.images-64-linear.bin",
+                                                                            "val.images-64-area.bin"]
+
+
 def interrupt_at(monkeypatch, tree, epoch):
     real = tree.train.train_one_epoch
 

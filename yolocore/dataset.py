@@ -2,12 +2,8 @@
 
 Item i of epoch e draws its augmentation randomness only from np.random.default_rng([seed, e, i]), so a
 batch is the same whatever the number of loader workers or the framework that consumes it."""
-import hashlib
-import json
 import math
 import os
-import tempfile
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +12,8 @@ import numpy as np
 
 from yolocore.augment import augment_hsv, check_imgsz, letterbox, mixup, random_perspective
 from yolocore.boxes import xywhn2xyxy, xyxy2xywhn
+from yolocore.image_cache import image_cache
+from yolocore.label_cache import label_cache_key, load_label_cache, save_label_cache
 
 IMG_FORMATS = ("bmp", "jpeg", "jpg", "png", "tif", "tiff", "webp")  # the ones OpenCV decodes everywhere
 AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
@@ -23,7 +21,6 @@ AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "she
 COORD_TOL = 1e-5  # labels are usually written with 6 decimals; a box edge sums two rounded values
 MIN_IMAGE_SIDE = 10  # as YOLOv5: anything smaller is a broken export, not a picture
 MAX_PRINTED_MESSAGES = 20
-CACHE_VERSION = 2
 STAT_KEYS = ("images", "backgrounds", "corrupt", "bad_lines", "duplicates", "missing_images", "unlabelled")
 
 
@@ -228,54 +225,6 @@ def _scan(im_files, nc):
     return scan
 
 
-def _files_hash(im_files, nc):
-    """Changes whenever an image or label file is added, removed, resized or touched, or nc changes."""
-    def stamp(f):
-        try:
-            st = os.stat(f)
-            return [f, st.st_size, st.st_mtime_ns]
-        except OSError:
-            return [f, -1, -1]
-    entries = [[stamp(f), stamp(img2label_path(f))] for f in im_files]
-    return hashlib.sha256(json.dumps([CACHE_VERSION, nc, entries]).encode()).hexdigest()
-
-
-def _load_cache(path, key):
-    """The cached scan if path holds one for exactly this key, else None (any damage means a rescan)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                return None
-            counts = z["label_counts"]
-            labels = np.split(z["labels"], np.cumsum(counts)[:-1]) if len(counts) else []
-            return {"im_files": z["im_files"].tolist(), "label_files": z["label_files"].tolist(),
-                    "labels": [lb.copy() for lb in labels], "shapes": z["shapes"].astype(np.int64),
-                    "messages": z["messages"].tolist(), "stats": json.loads(str(z["stats"]))}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-def _save_cache(path, key, scan):
-    """Write atomically (temp file + os.replace); returns an error message instead of raising."""
-    arrays = {"key": np.array(key), "im_files": np.array(scan["im_files"], dtype=str),
-              "label_files": np.array(scan["label_files"], dtype=str),
-              "label_counts": np.array([len(lb) for lb in scan["labels"]], dtype=np.int64),
-              "labels": np.concatenate([np.zeros((0, 5), np.float32), *scan["labels"]]),
-              "shapes": scan["shapes"], "messages": np.array(scan["messages"], dtype=str),
-              "stats": np.array(json.dumps(scan["stats"]))}
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-        return None
-    except OSError as e:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
-        return f"label cache {path} not written ({e})"
-
-
 def epoch_order(n, seed, epoch, shuffle=True, rank=0, world_size=1):
     """The order in which to visit n items in an epoch: a seeded permutation, the same in every framework.
     With world_size processes, process rank takes every world_size-th item (the order padded from its start to
@@ -286,10 +235,11 @@ def epoch_order(n, seed, epoch, shuffle=True, rank=0, world_size=1):
 
 
 class YoloDataset:
-    """Images with YOLO txt labels; items are (img uint8 (3,H,W) RGB, labels (n,6), path, shapes)."""
+    """Images with YOLO txt labels; items are (img uint8 (3,H,W) RGB, labels (n,6), path, shapes). cache keeps the
+    scan of the labels beside them; cache_images the decoded, resized images too (yolocore/image_cache.py)."""
 
     def __init__(self, sources, imgsz=640, augment=False, hyp=None, nc=None, stride=32, seed=0, cache=True,
-                 prefix=""):
+                 cache_images=False, prefix=""):
         check_imgsz(imgsz, stride)
         if augment:
             missing = [k for k in AUGMENT_KEYS if k not in (hyp or {})]
@@ -300,14 +250,14 @@ class YoloDataset:
         if not candidates:
             raise DatasetError(f"{prefix}no images found in {sources}" + "".join(f"\n  {m}" for m in list_messages))
         cache_path = self._cache_path(candidates[0])
-        key = _files_hash(candidates, nc) if cache else None
-        scan = _load_cache(cache_path, key) if cache else None
+        key = label_cache_key(candidates, [img2label_path(f) for f in candidates], nc) if cache else None
+        scan = load_label_cache(cache_path, key) if cache else None
         origin = f" (from {cache_path})" if scan else ""
         cache_message = None
         if scan is None:
             scan = _scan(candidates, nc)
             if cache:
-                cache_message = _save_cache(cache_path, key, scan)
+                cache_message = save_label_cache(cache_path, key, scan)
         self.im_files, self.label_files = scan["im_files"], scan["label_files"]
         self.labels, self.shapes = scan["labels"], scan["shapes"]
         self.messages = list_messages + scan["messages"]
@@ -320,6 +270,11 @@ class YoloDataset:
             # A model trained on backgrounds alone learns nothing; most often the labels are not where expected.
             raise DatasetError(f"{prefix}no boxes in {sources}: every image is a background. Labels are read from "
                                f"the 'labels' folder beside 'images', e.g. {self.label_files[0]}")
+        self.images = None
+        if cache_images:
+            resizing = "linear" if augment else "area"  # read_image's interpolation when it shrinks
+            base = cache_path.with_name(f"{cache_path.stem}.images-{imgsz}-{resizing}")
+            self.images = image_cache(base, self.im_files, [imgsz, resizing], self.read_image, prefix)
 
     @staticmethod
     def _cache_path(first_im_file):
@@ -346,8 +301,8 @@ class YoloDataset:
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
 
-    def load_image(self, i):
-        """BGR image i resized so its long side is imgsz: (im, (h0, w0), (h, w))."""
+    def read_image(self, i):
+        """BGR image i from its file, resized so its long side is imgsz."""
         im = _imread(self.im_files[i])
         if im is None:
             raise FileNotFoundError(f"{self.im_files[i]}: cannot read image (changed since the dataset scan?)")
@@ -357,6 +312,13 @@ class YoloDataset:
             interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
             size = min(self.imgsz, math.ceil(w0 * r)), min(self.imgsz, math.ceil(h0 * r))  # ceil may overshoot by eps
             im = cv2.resize(im, size, interpolation=interp)
+        return im
+
+    def load_image(self, i):
+        """BGR image i resized so its long side is imgsz, from the image cache when there is one:
+        (im, (h0, w0), (h, w))."""
+        im = self.images[i] if self.images is not None else self.read_image(i)
+        w0, h0 = (int(v) for v in self.shapes[i])
         return im, (h0, w0), im.shape[:2]
 
     def load_mosaic(self, index, rng):

@@ -79,6 +79,8 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--hyp", default="", help="hyperparameter yaml (default: the tree's hyp.scratch-low.yaml)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
     p.add_argument("--workers", type=non_negative_int, default=8)
+    p.add_argument("--cache", nargs="?", const="ram", default="", choices=("ram", "disk"),
+                   help="train.py --cache: images decoded and resized once, for every run")
     p.add_argument("--project", default=f"runs/study/{framework}",
                    help="folder of the runs and the report; each framework's study needs its own")
     p.add_argument("--seed", type=int, default=0, help="the teacher's seed and the first student pair's")
@@ -117,6 +119,7 @@ def run_plan(opt, suffix):
               "--project", opt.project, "--exist-ok"]
     common += ["--hyp", opt.hyp] if opt.hyp else []
     common += ["--noval"] if opt.noval else []
+    common += ["--cache", opt.cache] if opt.cache else []
     student = model_cfg(opt.student_cfg, opt.student_width, opt.project)
     best_teacher = opt.teacher or str(Path(opt.project) / "teacher" / "weights" / f"best{suffix}")
     plan = []
@@ -219,7 +222,8 @@ def train_run(tree, name, argv, state, log, opt):
     """Train (or resume) one run. The command recorded is the one that trains it from scratch, however often it
     resumed."""
     last = str(Path(opt.project) / name / "weights" / f"last{tree.suffix}")
-    run_argv = argv if state == "new" else ["--resume", last, "--device", opt.device, "--workers", str(opt.workers)]
+    run_argv = argv if state == "new" else ["--resume", last, "--device", opt.device, "--workers", str(opt.workers),
+                                            *(["--cache", opt.cache] if opt.cache else [])]
     log.record(name, f"python {tree.name}/train.py {shlex.join(argv)}")
     tree.train(tree.train_parse_opt(run_argv))
 
