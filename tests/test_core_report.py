@@ -153,13 +153,20 @@ def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(t
             fake_run(project / seeded_name("student", seed, 0), [m], [m, m], seed=seed)
     fake_run(tmp_path / "pytorch" / "student_fgd", [0.34], [0.34, 0.34], mode="KD")
     fake_run(tmp_path / "jittor" / "student_fgd", [0.9], mode="KD", epochs=3)  # still training
+    # The teachers' times: one from the study of an older tree, one from the checkpoint's record.
+    (tmp_path / "pytorch" / "study.json").write_text(json.dumps({"runs": {"teacher": {
+        "device": "CPU", "segments": [{"epochs": 1, "seconds": 30}]}}}))
+    (tmp_path / "jittor" / "teacher" / "weights").mkdir()
+    write_pickle_checkpoint({"training": {"device": "GPU", "epochs": 1, "seconds": 45.0}},
+                            tmp_path / "jittor" / "teacher" / "weights" / "last.pkl")
     md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
     rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
-    assert rows["| teacher"] == "| teacher | 60.0 | 58.0 | 30.0 | 29.0 | -2.0 | -1.0 |"
+    assert rows["| teacher"] == "| teacher | 60.0 | 58.0 | 30.0 | 29.0 | -2.0 | -1.0 | 30 s | 45 s | 1.50x |"
     # standard errors 5.0 and 4.0 over two seeds each; the difference's is their hypotenuse
     assert rows["| student"].startswith("| student | 25.0 ± 5.0 (2) | 22.0 ± 4.0 (2) |")
-    assert rows["| student"].endswith("| -3.0 ± 6.4 | -1.5 ± 3.2 |")
-    assert rows["| FGD student"] == "| FGD student | 34.0 | n/a | 17.0 | n/a | n/a | n/a |"
+    assert rows["| student"].endswith("| -3.0 ± 6.4 | -1.5 ± 3.2 | n/a | n/a | n/a |")
+    assert rows["| FGD student"] == "| FGD student | 34.0 | n/a | 17.0 | n/a | n/a | n/a | n/a | n/a | n/a |"
+    assert "Devices: pytorch: CPU; jittor: GPU." in md
     assert (tmp_path / "compare_map50.png").stat().st_size > 0
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no study runs"):

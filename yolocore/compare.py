@@ -4,7 +4,8 @@
 
 Per run kind (teacher, student, FGD student): mAP50 and mAP50-95 of each study's finished runs, as means over its
 seeds with their standard errors when it has several (study.py --repeats), and with two studies the second minus
-the first, whose standard error combines both. Studies are named by their folders.
+the first, whose standard error combines both; then each study's time per epoch (mean over those runs) and, with two,
+the second's over the first's, with the devices they ran on. Studies are named by their folders.
 """
 import argparse
 import math
@@ -18,7 +19,20 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from yolocore.cli import run_script
-from yolocore.report import RUN_COLORS, RUNS, by_kind, finished, load_run, mean_and_error, pct, study_run_names
+from yolocore.report import (
+    RUN_COLORS,
+    RUNS,
+    add_study_timing,
+    by_kind,
+    finished,
+    format_seconds,
+    load_run,
+    load_study,
+    mean_and_error,
+    pct,
+    study_run_names,
+)
+from yolocore.training_record import epoch_seconds
 
 METRICS = ("mAP50", "mAP50-95")
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -33,7 +47,8 @@ def load_studies(projects):
             raise FileNotFoundError(f"{project}: no study runs (teacher, student, student_fgd with a results.csv)")
         if project.name in studies:
             raise ValueError(f"{project}: two studies named {project.name}; compare folders with different names")
-        studies[project.name] = by_kind({name: load_run(project / name) for name in names})
+        runs = add_study_timing({name: load_run(project / name) for name in names}, load_study(project))
+        studies[project.name] = by_kind(runs)
     return studies
 
 
@@ -41,11 +56,18 @@ def cell(mean, error):
     return pct(mean) if not np.isfinite(error) else f"{pct(mean)} ± {pct(error)}"
 
 
+def mean_epoch_seconds(runs):
+    seconds = [s for s in map(epoch_seconds, (run["training"] for run in runs)) if s is not None]
+    return float(np.mean(seconds)) if seconds else math.nan
+
+
 def comparison_table(studies):
     names = list(studies)
+    two = len(names) == 2
     header = ["run"] + [f"{name} {metric}" for metric in METRICS for name in names]
-    if len(names) == 2:
-        header += [f"{names[1]} − {names[0]} {metric}" for metric in METRICS]
+    header += [f"{names[1]} − {names[0]} {metric}" for metric in METRICS] if two else []
+    header += [f"{name} time / epoch" for name in names]
+    header += [f"{names[1]} / {names[0]} time"] if two else []
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for kind, label in RUNS.items():
         runs = [[run for run in studies[name].get(kind, []) if finished(run)] for name in names]
@@ -55,13 +77,24 @@ def comparison_table(studies):
                           for group in runs] for metric in METRICS}
         cells = [cell(*s) + (f" ({len(group)})" if len(group) > 1 else "")
                  for metric in METRICS for s, group in zip(stats[metric], runs)]
-        if len(names) == 2:
+        if two:
             for metric in METRICS:
                 (m0, e0), (m1, e1) = stats[metric]
                 cells.append("n/a" if not np.isfinite(m1 - m0) else f"{100 * (m1 - m0):+.1f}"
                              + (f" ± {pct(math.hypot(e0, e1))}" if np.isfinite(e0) and np.isfinite(e1) else ""))
+        seconds = [mean_epoch_seconds(group) for group in runs]
+        cells += [format_seconds(t if np.isfinite(t) else None) for t in seconds]
+        if two:
+            ratio = seconds[1] / seconds[0] if seconds[0] > 0 else math.nan
+            cells.append(f"{ratio:.2f}x" if np.isfinite(ratio) else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def devices_line(studies):
+    devices = {name: sorted({run["training"]["device"] for runs in kinds.values() for run in runs
+                             if run["training"].get("device")}) for name, kinds in studies.items()}
+    return "Devices: " + "; ".join(f"{name}: {', '.join(d) or 'n/a'}" for name, d in devices.items()) + "."
 
 
 def plot_curves(studies, path):
@@ -90,7 +123,8 @@ def write_comparison(projects, out=None):
     plot_curves(studies, out / "compare_map50.png")
     lines = [f"# {' against '.join(studies)}", "", comparison_table(studies), "",
              "mAP50 and mAP50-95 (%) of each run's best weights on the val split; with several seeds, the mean ± its "
-             "standard error and (in brackets) the number of seeds. Differences are in points.", "",
+             "standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
+             "mean wall time of an epoch, validation included.", "", devices_line(studies), "",
              "![mAP50 per epoch](compare_map50.png)", ""]
     path = out / "compare.md"
     path.write_text("\n".join(lines), encoding="utf-8")

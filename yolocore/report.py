@@ -138,6 +138,13 @@ def study_timing(record):
             "seconds": sum(s["seconds"] for s in segments)} if segments else {}
 
 
+def add_study_timing(runs, study):
+    """Runs of older trees, whose checkpoints record no training, take the time and device their study measured."""
+    for name, run in runs.items():
+        run["training"] = run["training"] or study_timing(study.get("runs", {}).get(name))
+    return runs
+
+
 def pct(x):
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
 
@@ -170,13 +177,12 @@ def mean_and_error(values):
     return values.mean(), error
 
 
-def summary_table(runs, study):
+def summary_table(runs):
     several = len(seeds_of(runs)) > 1
     lines = ["| run | model | mode | epochs | best epoch | P | R | mAP50 | mAP50-95 | time / epoch | device |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, run in runs.items():
-        opt = run["opt"]
-        record = run["training"] or study_timing(study.get("runs", {}).get(name))
+        opt, record = run["opt"], run["training"]
         lines.append(f"| {run_label(name, run, several)} | {model_label(opt.get('cfg', '?'))} | "
                      f"{opt.get('mode', 'train')} | {run['epochs_done']}/{opt.get('epochs', '?')} | "
                      f"{run['best_epoch']} | {pct(run['P'])} | {pct(run['R'])} | **{pct(run['mAP50'])}** | "
@@ -317,13 +323,14 @@ def write_report(project, out=None, names=None):
     if not runs:
         raise FileNotFoundError(f"{project}: none of the runs {', '.join(names or RUNS)} has a results.csv yet")
     study = load_study(project)
+    add_study_timing(runs, study)
     out.mkdir(parents=True, exist_ok=True)
     plot_map50_curves(runs, out / "map50_curves.png")
     plot_class_ap50(runs, out / "class_ap50.png")
     lines = [f"# {study.get('title', 'Teacher, student and FGD student')}", ""]
     if study.get("protocol"):
         lines += [study["protocol"], ""]
-    lines += [summary_table(runs, study), ""]
+    lines += [summary_table(runs), ""]
     means = seed_means_table(runs)
     lines += [means, ""] if means else []
     differences = [paired_difference(runs, "student_fgd", "FGD student minus plain student"),
