@@ -6,7 +6,7 @@ Per model, each in a fresh child process so that its peak memory is its own:
   optimizer every NBS/batch-size batches, so this is the costliest kind of iteration.
 - e2e img/s: an epoch (or its first --e2e-batches batches) through the real augmenting DataLoader (mosaic,
   --workers processes, restarted each epoch as in train.py), timed from creating the iterator, so worker start-up
-  counts.
+  counts. With --cache the images come from train.py --cache's image cache, not from their files.
 - eval fwd img/s: the EMA model's inference forward on the in-memory batch (no NMS), to read val's NMS share off.
 - val img/s: YOLOv5Pytorch.val.run (conf 0.001, iou 0.6; loading, NMS and metrics included) on the val split
   (or its first --val-batches batches) in batches of --batch-size (train.py validates with 2x). The weights are
@@ -159,7 +159,7 @@ def measure(cfg, args):
     step = statistics.median(step_times[args.warmup:])
 
     loader, _ = create_dataloader(data["train"], args.imgsz, args.batch_size, data["nc"], hyp, augment=True,
-                                  shuffle=True, workers=args.workers, prefix="bench: ")
+                                  shuffle=True, workers=args.workers, prefix="bench: ", cache_images=bool(args.cache))
     set_epoch(loader, 1)
     batches = min(args.e2e_batches or len(loader), len(loader))
     e2e_images = min(batches * loader.batch_size, len(loader.dataset))  # batches come in order; the last may be short
@@ -168,7 +168,7 @@ def measure(cfg, args):
     evaluated = ctx["ema"].ema.eval()
     forward = statistics.median([timed(device, eval_forward, evaluated, im) for _ in range(args.iters + 1)][1:])
     val_loader, _ = create_dataloader(data["val"], args.imgsz, args.batch_size, data["nc"], workers=args.workers,
-                                      prefix="bench val: ")
+                                      prefix="bench val: ", cache_images=bool(args.cache))
     val_loader = FirstBatches(val_loader, args.val_batches or len(val_loader))
     val = timed(device, validate.run, evaluated, val_loader, data["names"], device, 0.001, 0.6)
     return dict(cfg=cfg, params=count_parameters(model), step_s=step, train_ips=im.shape[0] / step,
@@ -203,6 +203,8 @@ def parse_args(argv=None):
     p.add_argument("--val-batches", type=int, default=0, help="first N val batches for val.run; 0 = all")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
     p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
+    p.add_argument("--cache", nargs="?", const="ram", default="", choices=("", "ram", "disk"),
+                   help="images from train.py --cache's image cache")
     p.add_argument("--child-out", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -222,7 +224,8 @@ def main():
         print(f"  {cfg}: done in {time.perf_counter() - started:.0f} s; {load_text()}", flush=True)
     r = rows[0]
     memory = "peak CUDA alloc MiB" if r["device"] == "cuda" else "peak RSS MiB"
-    print(f"\n{r['environment']}; {r['workers']} loader workers; e2e over {r['e2e_batches']} batches, "
+    print(f"\n{r['environment']}; {r['workers']} loader workers, images from "
+          f"{'the image cache (--cache)' if args.cache else 'their files'}; e2e over {r['e2e_batches']} batches, "
           f"val.run over {r['val_images']} images\n")
     print(f"| model | params M | step ms | train img/s | e2e img/s | eval fwd img/s | val img/s | {memory} |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -1,9 +1,9 @@
 """Where a run trained and for how long, kept in every checkpoint it writes (key "training"), so that any run folder,
 a study's or one trained by hand, reports its time per epoch and its device (yolocore.report).
 
-The record counts the epochs the checkpoint holds, and the seconds they took (training and validation), summed over
-every process that trained them: a resumed run continues its checkpoint's record, so an epoch lost to a crash is in
-neither count."""
+The record counts the epochs the checkpoint holds and the wall seconds they took (training and validation), over
+every start of the run: a resumed run continues its checkpoint's record, so an epoch lost to a crash is in neither
+count."""
 import os
 import platform
 import subprocess
