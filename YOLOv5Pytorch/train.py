@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from yolocore.anchors import check_anchors, label_wh
 from yolocore.checkpoint_io import find_last_checkpoint
-from yolocore.cli import fraction, non_negative_int, positive_int, run_script
+from yolocore.cli import DEFAULT_CFG, parse_train_options, run_script
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
 from yolocore.host_memory import retain_freed_memory
 from yolocore.init import perturbed
@@ -72,46 +72,11 @@ from YOLOv5Pytorch.utils.framework import (
 from YOLOv5Pytorch.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent
-DEFAULT_CFG = "yolov5s.yaml"
 
 
 def parse_opt(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", default="train", choices=("train", "KD"), help="plain training or FGD distillation")
-    p.add_argument("--cfg", default="", help=f"model yaml (a name from yolocore/models or a path); default: the "
-                   f"--weights model, or {DEFAULT_CFG}")
-    p.add_argument("--weights", default="", help="initial weights (either tree's or ultralytics' checkpoint), or empty")
-    p.add_argument("--teacher", default="", help="--mode KD: teacher checkpoint (either tree's or ultralytics')")
-    p.add_argument("--kd-layers", type=int, nargs="+", default=[17, 20, 23], help="layers to distil")
-    p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
-    p.add_argument("--hyp", default=str(TREE / "hyp.scratch-low.yaml"), help="hyperparameter yaml")
-    p.add_argument("--epochs", type=positive_int, default=100)
-    p.add_argument("--batch-size", type=positive_int, default=16, help="global batch, shared by all processes")
-    p.add_argument("--imgsz", type=positive_int, default=640, help="train and val image size (pixels)")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu (torchrun: one GPU per process)")
-    p.add_argument("--workers", type=non_negative_int, default=8, help="data-loading processes")
-    p.add_argument("--cache", nargs="?", const="ram", default="", choices=("ram", "disk"),
-                   help="decode and resize the images once, into a file beside the labels that every process "
-                   "memory-maps (ram and disk alike)")
-    p.add_argument("--project", default="runs/train")
-    p.add_argument("--name", default="exp")
-    p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name folder")
-    p.add_argument("--resume", nargs="?", const="last", default="",
-                   help=f"continue a run: its last{SUFFIX}, its folder, or nothing for the newest run")
-    p.add_argument("--patience", type=non_negative_int, default=100,
-                   help="stop after this many epochs without improvement (0: never)")
-    p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
-    p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
-    p.add_argument("--noautoanchor", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--perturb", type=fraction, default=0.0, metavar="SCALE",
-                   help="calibration run: starting weights x (1 + SCALE N(0, 1)); 1e-7 is float32 rounding")
-    p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics over all processes (torchrun)")
-    p.add_argument("--deterministic", action="store_true", help="deterministic torch algorithms (slower)")
-    opt = p.parse_args(argv)
-    if opt.mode == "KD" and not opt.teacher and not opt.resume:
-        p.error("--mode KD needs --teacher CKPT")
-    return opt
+    return parse_train_options(argv, __doc__, TREE / "hyp.scratch-low.yaml", SUFFIX, "torchrun",
+                               "deterministic torch algorithms (slower)")
 
 
 def prepare_data(opt):
