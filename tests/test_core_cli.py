@@ -64,3 +64,20 @@ def test_the_study_refuses_them_too(capsys, flag, value):
     with pytest.raises(SystemExit):
         study.parse_opt([flag, value])
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", [pytorch_train, jittor_train], ids=["pytorch", "jittor"])
+def test_train_options_are_one_parser_with_each_trees_defaults(capsys, module):
+    """Both trees' train.py share one parser: KD without a teacher is refused (a resume carries its own), and the
+    defaults that differ are the tree's hyperparameter yaml and the suffix its --resume help names."""
+    with pytest.raises(SystemExit):
+        module.parse_opt(["--mode", "KD"])
+    assert "--mode KD needs --teacher CKPT" in capsys.readouterr().err
+    assert module.parse_opt(["--mode", "KD", "--resume"]).resume == "last"
+    opt = module.parse_opt([])
+    assert opt.hyp == str(module.TREE / "hyp.scratch-low.yaml")
+    assert (opt.mode, opt.epochs, opt.batch_size, opt.imgsz, opt.cache) == ("train", 100, 16, 640, "")
+    assert module.parse_opt(["--cache"]).cache == "ram"
+    with pytest.raises(SystemExit):
+        module.parse_opt(["--help"])
+    assert f"continue a run: its last{module.SUFFIX}, its folder" in " ".join(capsys.readouterr().out.split())
