@@ -1,7 +1,7 @@
 """How often a short distributed training fails: --runs launches of one tree's train.py on two processes (mpirun for
 Jittor, torchrun for PyTorch), each one epoch of the built-in synthetic data, counted by exit status. A failing
 launch keeps its whole log in --logs. A figure for the question a flaky test raised (the Jittor tree's first MPI
-step crashed in 2 of 5 full test runs one day, and in none of some 40 launches the next): how reliable is training on
+step crashed in 2 of 5 full test runs one day, and in none of some 60 launches the next): how reliable is training on
 several processes, away from CI.
 
     python benchmarks/bench_mpi.py --tree jittor --runs 50      # needs OpenMPI (mpirun, mpicc)
