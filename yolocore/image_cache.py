@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from yolocore.label_cache import file_stamp
+
 VERSION = 1
 
 
@@ -40,13 +42,7 @@ class ImageCache:
 
 def cache_key(im_files, settings):
     """Changes whenever an image is added, removed, rewritten or touched, or the settings (size, resizing) change."""
-    def stamp(f):
-        try:
-            st = os.stat(f)
-            return [str(f), st.st_size, st.st_mtime_ns]
-        except OSError:  # gone since the scan: building the cache reports it
-            return [str(f), -1, -1]
-    return hashlib.sha256(json.dumps([VERSION, settings, [stamp(f) for f in im_files]]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([VERSION, settings, [file_stamp(f) for f in im_files]]).encode()).hexdigest()
 
 
 def load_image_cache(base, key):

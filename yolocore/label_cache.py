@@ -11,15 +11,19 @@ import numpy as np
 VERSION = 2
 
 
+def file_stamp(f):
+    """[path, size, mtime]: what a cache key holds of a file; a file gone since the scan stamps as -1 (building
+    or using the cache then reports it)."""
+    try:
+        st = os.stat(f)
+        return [str(f), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [str(f), -1, -1]
+
+
 def label_cache_key(im_files, label_files, nc):
     """Changes whenever an image or label file is added, removed, resized or touched, or nc changes."""
-    def stamp(f):
-        try:
-            st = os.stat(f)
-            return [f, st.st_size, st.st_mtime_ns]
-        except OSError:
-            return [f, -1, -1]
-    entries = [[stamp(f), stamp(lb)] for f, lb in zip(im_files, label_files)]
+    entries = [[file_stamp(f), file_stamp(lb)] for f, lb in zip(im_files, label_files)]
     return hashlib.sha256(json.dumps([VERSION, nc, entries]).encode()).hexdigest()
 
 
