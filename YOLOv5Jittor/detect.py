@@ -49,7 +49,7 @@ def parse_opt(argv=None):
 def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max_det=1000):
     """Detections (n, 6) [x1, y1, x2, y2, conf, cls] in the pixels of the BGR image im0."""
     stride = int(model.stride.max())
-    im, _, _ = letterbox(im0, imgsz, auto=False, stride=stride)
+    im, _, _ = letterbox(im0, imgsz, auto=True, stride=stride)
     im = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None]
     with jt.no_grad():
         pred = model(images_to_tensor(im, device))[0]

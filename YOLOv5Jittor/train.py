@@ -288,8 +288,8 @@ def setup(opt):
                                                   shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ",
                                                   rank=rank, world_size=world_size, cache_images=bool(opt.cache))
         val_loader = create_dataloader(data["val"], opt.imgsz, batch_size * 2, data["nc"], seed=opt.seed,
-                                       workers=opt.workers, prefix="val: ",
-                                       cache_images=bool(opt.cache))[0] if rank == 0 else None
+                                       workers=opt.workers, prefix="val: ", cache_images=bool(opt.cache),
+                                       rect=True)[0] if rank == 0 else None
     # The run folder comes last, once the data's labels and image size are checked: a failed start leaves none.
     if rank == 0:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)

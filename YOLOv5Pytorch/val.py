@@ -70,7 +70,7 @@ def main(opt):
         raise ValueError(f"{opt.weights} was trained on classes {ckpt['names']}, but {opt.data} has {data['names']}")
     model = model_from_checkpoint(ckpt, device)
     loader, _ = create_dataloader(data[opt.task], opt.imgsz, opt.batch_size, data["nc"], workers=opt.workers,
-                                  prefix=f"{opt.task}: ")
+                                  prefix=f"{opt.task}: ", rect=True)
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,

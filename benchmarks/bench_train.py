@@ -168,7 +168,7 @@ def measure(cfg, args):
     evaluated = ctx["ema"].ema.eval()
     forward = statistics.median([timed(device, eval_forward, evaluated, im) for _ in range(args.iters + 1)][1:])
     val_loader, _ = create_dataloader(data["val"], args.imgsz, args.batch_size, data["nc"], workers=args.workers,
-                                      prefix="bench val: ", cache_images=bool(args.cache))
+                                      prefix="bench val: ", cache_images=bool(args.cache), rect=True)
     val_loader = FirstBatches(val_loader, args.val_batches or len(val_loader))
     val = timed(device, validate.run, evaluated, val_loader, data["names"], device, 0.001, 0.6)
     return dict(cfg=cfg, params=count_parameters(model), step_s=step, train_ips=im.shape[0] / step,

@@ -14,6 +14,7 @@ from yolocore.augment import augment_hsv, check_imgsz, letterbox, mixup, random_
 from yolocore.boxes import xywhn2xyxy, xyxy2xywhn
 from yolocore.image_cache import image_cache
 from yolocore.label_cache import label_cache_key, load_label_cache, save_label_cache
+from yolocore.rect import rect_batches
 
 IMG_FORMATS = ("bmp", "jpeg", "jpg", "png", "tif", "tiff", "webp")  # the ones OpenCV decodes everywhere
 AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
@@ -236,11 +237,15 @@ def epoch_order(n, seed, epoch, shuffle=True, rank=0, world_size=1):
 
 class YoloDataset:
     """Images with YOLO txt labels; items are (img uint8 (3,H,W) RGB, labels (n,6), path, shapes). cache keeps the
-    scan of the labels beside them; cache_images the decoded, resized images too (yolocore/image_cache.py)."""
+    scan of the labels beside them; cache_images the decoded, resized images too (yolocore/image_cache.py). rect
+    (validation) orders the images by aspect ratio and letterboxes each batch of batch_size consecutive items to a
+    rectangle of its own (yolocore/rect.py), as YOLOv5 validates; a square of imgsz otherwise."""
 
     def __init__(self, sources, imgsz=640, augment=False, hyp=None, nc=None, stride=32, seed=0, cache=True,
-                 cache_images=False, prefix=""):
+                 cache_images=False, rect=False, batch_size=16, prefix=""):
         check_imgsz(imgsz, stride)
+        if rect and augment:
+            raise ValueError("rect batches are for validation: they need augment=False")
         if augment:
             missing = [k for k in AUGMENT_KEYS if k not in (hyp or {})]
             if missing:
@@ -270,6 +275,12 @@ class YoloDataset:
             # A model trained on backgrounds alone learns nothing; most often the labels are not where expected.
             raise DatasetError(f"{prefix}no boxes in {sources}: every image is a background. Labels are read from "
                                f"the 'labels' folder beside 'images', e.g. {self.label_files[0]}")
+        self.batch_index = self.batch_shapes = None
+        if rect:
+            order, self.batch_index, self.batch_shapes = rect_batches(self.shapes, batch_size, imgsz, stride)
+            self.im_files, self.label_files, self.labels = ([x[i] for i in order] for x in
+                                                            (self.im_files, self.label_files, self.labels))
+            self.shapes = self.shapes[order]
         self.images = None
         if cache_images:
             resizing = "linear" if augment else "area"  # read_image's interpolation when it shrinks
@@ -364,7 +375,8 @@ class YoloDataset:
                 img, labels = mixup(img, labels, *self.load_mosaic(int(rng.integers(len(self))), rng), rng)
         else:
             img, (h0, w0), (h, w) = self.load_image(index)
-            img, ratio, pad = letterbox(img, self.imgsz, auto=False, scaleup=self.augment)
+            shape = self.imgsz if self.batch_shapes is None else self.batch_shapes[self.batch_index[index]].tolist()
+            img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment)
             shapes = (h0, w0), ((h / h0 * ratio[1], w / w0 * ratio[0]), pad)  # lets val map boxes back
             labels = self.labels[index].copy()
             if len(labels):

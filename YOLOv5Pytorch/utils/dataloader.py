@@ -40,10 +40,11 @@ def collate(batch):
 
 
 def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, shuffle=False, seed=0, workers=8,
-                      prefix="", rank=0, world_size=1, cache_images=False):
-    """batch_size is this process's; with world_size > 1 it loads its share of the order (EpochSampler)."""
+                      prefix="", rank=0, world_size=1, cache_images=False, rect=False):
+    """batch_size is this process's; with world_size > 1 it loads its share of the order (EpochSampler). rect:
+    YOLOv5's rectangular validation batches, for one process reading in order."""
     dataset = YoloDataset(sources, imgsz=imgsz, augment=augment, hyp=hyp, nc=nc, seed=seed, cache_images=cache_images,
-                          prefix=prefix)
+                          rect=rect, batch_size=batch_size, prefix=prefix)
     workers = min(max((os.cpu_count() or 1) // world_size, 1), batch_size, workers)
     sampler = EpochSampler(len(dataset), seed, shuffle, rank, world_size)
     loader = WorkerDataLoader(
