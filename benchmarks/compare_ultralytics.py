@@ -7,14 +7,17 @@ largest per-class AP50-95 difference, how far apart the detected boxes are, and 
 YOLOv5 (rectangular batches, conf 0.001, IoU 0.6); detection too (conf 0.25, IoU 0.45, each image padded to
 stride multiples only).
 
-It needs ultralytics' code, from PyPI's `yolov5` package (release v7.0), in an environment whose torch has its
-torchvision (this project's pinned CPU torch has none):
+It needs ultralytics' code, from PyPI's `yolov5` package (release v7.0), in an environment of its own whose torch
+has its torchvision (this project's pinned CPU torch has none):
 
-    pip install torch torchvision && pip install --no-deps yolov5==7.0.14 && pip install pandas seaborn 'setuptools<70'
-    python benchmarks/compare_ultralytics.py --weights runs/train/exp/weights/best.pt --data data/NWPU.yaml --imgsz 512
+    python -m venv ul && ul/bin/pip install torch torchvision 'numpy<2' 'opencv-python-headless<4.12' matplotlib \
+        pyyaml tqdm pandas seaborn scipy requests psutil 'setuptools<70' && ul/bin/pip install --no-deps yolov5==7.0.14
+    ul/bin/python benchmarks/compare_ultralytics.py --weights runs/train/exp/weights/best.pt --data data/NWPU.yaml \
+        --imgsz 512
 
 That package reaches for the network (the Hugging Face hub for weights, a font download, the `ultralytics` package
-for a requirements check); this script replaces those three calls with no-ops and touches nothing that evaluates.
+for a requirements check); this script replaces those three calls with no-ops, lets torch.load read the pickled
+model that ultralytics' loader expects, and touches nothing that evaluates.
 """
 import argparse
 import csv
