@@ -17,9 +17,10 @@ has its torchvision (this project's pinned CPU torch has none):
 
 That package reaches for the network (the Hugging Face hub for weights, a font download, the `ultralytics` package
 for a requirements check); this script replaces those three calls with no-ops, lets torch.load read the pickled
-model that ultralytics' loader expects, and touches nothing that evaluates.
+model that ultralytics' loader expects (in its calls only), and touches nothing that evaluates.
 """
 import argparse
+import contextlib
 import csv
 import sys
 import tempfile
@@ -58,6 +59,18 @@ def offline_yolov5():
     common.attempt_download_from_hub = downloads.attempt_download_from_hub = lambda *args, **kwargs: None
     general.check_font = lambda *args, **kwargs: None
     return val, detect
+
+
+@contextlib.contextmanager
+def pickled_models_loadable():
+    """ultralytics loads the pickled model it saves, which torch >= 2.6 refuses by default; our own readers never
+    unpickle code, so only ultralytics' calls run inside this."""
+    load = torch.load
+    torch.load = lambda *args, **kwargs: load(*args, **{**kwargs, "weights_only": False})
+    try:
+        yield
+    finally:
+        torch.load = load
 
 
 def ultralytics_model(ckpt):
@@ -123,9 +136,6 @@ def compare_detections(ours, theirs):
 
 def main(opt):
     ul_val, ul_detect = offline_yolov5()
-    _load = torch.load  # ultralytics' own .pt files are pickled modules: torch >= 2.6 refuses them by default
-    torch.load = lambda *args, **kwargs: _load(*args, **{**kwargs, "weights_only": False})
-
     work = Path(tempfile.mkdtemp(prefix="compare_ultralytics_"))
     data = load_data_yaml(opt.data)
     # ultralytics resolves a relative dataset path against its own package, so it gets absolute ones
@@ -143,11 +153,12 @@ def main(opt):
                                    str(opt.workers), "--name", "val"]))[:4]
     with open(work / "val" / "per_class.csv") as f:
         our_maps = {row["class"]: float(row["AP50-95"]) for row in csv.DictReader(f)}
-    theirs, their_maps = ul_val.run(data=str(data_abs), weights=str(ul_weights), imgsz=opt.imgsz,
-                                    batch_size=opt.batch_size, device=opt.device, workers=opt.workers, half=False,
-                                    plots=False, project=str(work), name="ul_val")[:2]  # pip's v7.0.14 returns 4
+    with pickled_models_loadable():
+        theirs, their_maps = ul_val.run(data=str(data_abs), weights=str(ul_weights), imgsz=opt.imgsz,
+                                        batch_size=opt.batch_size, device=opt.device, workers=opt.workers,
+                                        half=False, plots=False, project=str(work), name="ul_val")[:2]  # v7.0.14: 4
     print(f"\n{'':12}{'P':>10}{'R':>10}{'mAP50':>10}{'mAP50-95':>10}")
-    for name, row in (("ours", ours), ("ultralytics", theirs[:4])):
+    for name, row in (("ours", ours), ("ultralytics", theirs[:4])):  # theirs goes on with the val losses
         print(f"{name:12}" + "".join(f"{v:10.6f}" for v in row))
     worst = max(abs(our_maps[n] - their_maps[i]) for i, n in enumerate(data["names"]) if n in our_maps)
     print(f"largest difference: {max(abs(a - b) for a, b in zip(ours, theirs)):.2e} overall, "
@@ -156,8 +167,10 @@ def main(opt):
     for source in sources:
         detect.main(detect.parse_opt([*common, "--source", source, "--save-txt", "--save-conf", "--name", "detect",
                                       "--exist-ok"]))
-        ul_detect.run(weights=str(ul_weights), source=source, imgsz=(opt.imgsz, opt.imgsz), device=opt.device,
-                      save_txt=True, save_conf=True, nosave=True, project=str(work), name="ul_detect", exist_ok=True)
+        with pickled_models_loadable():
+            ul_detect.run(weights=str(ul_weights), source=source, imgsz=(opt.imgsz, opt.imgsz), device=opt.device,
+                          save_txt=True, save_conf=True, nosave=True, project=str(work), name="ul_detect",
+                          exist_ok=True)
     ours_det = read_boxes(work / "detect" / "labels", sources)
     theirs_det = read_boxes(work / "ul_detect" / "labels", sources)
     differing, corner, conf = compare_detections(ours_det, theirs_det)
