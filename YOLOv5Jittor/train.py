@@ -370,7 +370,7 @@ def train(opt):
         print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")
         ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
         validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,
-                     verbose=True)
+                     verbose=True, save_json=True)
         print(f"Results saved to {save_dir}")
     close_distributed()
     return save_dir

@@ -1,4 +1,5 @@
-"""Validate a checkpoint on a dataset: P, R, mAP50, mAP50-95 overall and per class.
+"""Validate a checkpoint on a dataset: P, R, mAP50, mAP50-95 overall and per class; --save-json adds COCO's AP
+for small, medium and large objects.
 
     python YOLOv5Jittor/val.py --weights runs/train/exp/weights/best.pkl --data data/NWPU.yaml --imgsz 512
 """
@@ -26,10 +27,11 @@ from YOLOv5Jittor.utils.general import non_max_suppression
 
 
 def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,
-        save_dir=None, plots=False, verbose=False):
-    """Returns ((P, R, mAP50, mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,))."""
+        save_dir=None, plots=False, verbose=False, save_json=False):
+    """Returns ((P, R, mAP50, mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,)). save_json adds
+    COCO's evaluation and its json files in save_dir."""
     model.eval()
-    evaluator = Evaluator(names, plots, save_dir)
+    evaluator = Evaluator(names, plots, save_dir, save_json)
     loss = np.zeros(3)
     for imgs, targets, paths, shapes in tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}",
                                              leave=False):
@@ -60,6 +62,9 @@ def parse_opt(argv=None):
     parser.add_argument("--project", default="runs/val")
     parser.add_argument("--name", default="exp")
     parser.add_argument("--exist-ok", action="store_true")
+    parser.add_argument("--save-json", action="store_true",
+                        help="also evaluate as COCO does (pycocotools: AP, AP50, AP75, AP small/medium/large, AR) "
+                        "and write annotations.json, predictions.json and coco.csv")
     return parser.parse_args(argv)
 
 
@@ -77,7 +82,7 @@ def main(opt):
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,
-                     save_dir=save_dir, plots=True, verbose=True)
+                     save_dir=save_dir, plots=True, verbose=True, save_json=opt.save_json)
     print(f"Results saved to {save_dir}")
     return results
 

@@ -1,17 +1,20 @@
 """Our val.py, detect.py and training loss against ultralytics YOLOv5's own, on the same weights and images.
 
 Both evaluate one checkpoint (either tree's, or an ultralytics .pt): ultralytics' val.run and our val.py on the
-dataset's val split, then ultralytics' detect.run and our detect.py on its val images, then both ComputeLoss on the
-train-mode outputs of our model for one augmented training batch. Printed: both P, R, mAP50 and mAP50-95, the
-largest per-class AP50-95 difference, how far apart the detected boxes are, and both losses. Validation follows
-YOLOv5 (rectangular batches, conf 0.001, IoU 0.6); detection too (conf 0.25, IoU 0.45, each image padded to
-stride multiples only).
+dataset's val split (with --save-json: pycocotools scores either's predictions json), then ultralytics' detect.run
+and our detect.py on its val images, then both ComputeLoss on the train-mode outputs of our model for one augmented
+training batch. Printed: both P, R, mAP50 and mAP50-95, the largest per-class AP50-95 difference, both sets of COCO
+figures (AP, AP50, AP75, AP small / medium / large, AR; ultralytics' json boxes sit up to 0.4 % short in x, so its
+figures differ a little, see QuestionAndAnswer.md), how far apart the detected boxes are, and both losses.
+Validation follows YOLOv5 (rectangular batches, conf 0.001, IoU 0.6); detection too (conf 0.25, IoU 0.45, each
+image padded to stride multiples only).
 
 It needs ultralytics' code, from PyPI's `yolov5` package (release v7.0), in an environment of its own whose torch
 has its torchvision (this project's pinned CPU torch has none):
 
     python -m venv ul && ul/bin/pip install torch torchvision 'numpy<2' 'opencv-python-headless<4.12' matplotlib \
-        pyyaml tqdm pandas seaborn scipy requests psutil 'setuptools<70' && ul/bin/pip install --no-deps yolov5==7.0.14
+        pyyaml tqdm pandas seaborn scipy requests psutil pycocotools 'setuptools<70' \
+        && ul/bin/pip install --no-deps yolov5==7.0.14
     ul/bin/python benchmarks/compare_ultralytics.py --weights runs/train/exp/weights/best.pt --data data/NWPU.yaml \
         --imgsz 512
 
@@ -22,6 +25,7 @@ model that ultralytics' loader expects (in its calls only), and touches nothing 
 import argparse
 import contextlib
 import csv
+import json
 import sys
 import tempfile
 import types
@@ -36,6 +40,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolocore.boxes import xywhn2xyxy
+from yolocore.coco import STAT_NAMES, coco_evaluate, read_coco_csv
 from yolocore.config import ROOT, load_data_yaml, load_hyp
 from yolocore.dataset import YoloDataset, list_image_files
 from yolocore.recipe import loss_gains
@@ -104,6 +109,18 @@ def compare_loss(ckpt, ul_model, data, imgsz, batch_size):
             (ComputeLoss(model, gains)(outputs, targets), UltralyticsLoss(ul_model)(outputs, targets))]
 
 
+def ultralytics_coco_figures(predictions, annotations):
+    """COCO's figures for ultralytics' --save-json detections against our annotations.json: its image ids (an
+    image's stem, as a number where it is one) are mapped to ours first."""
+    ground_truth = json.loads(Path(annotations).read_text())
+    ids = {}
+    for image in ground_truth["images"]:
+        stem = Path(image["file_name"]).stem
+        ids[int(stem) if stem.isnumeric() else stem] = image["id"]
+    detections = [{**d, "image_id": ids[d["image_id"]]} for d in json.loads(Path(predictions).read_text())]
+    return dict(zip(STAT_NAMES, coco_evaluate(ground_truth, detections)[0].tolist()))
+
+
 def read_boxes(folder, sources):
     """{image stem: rows (n, 6) [cls, x1, y1, x2, y2, conf] in pixels} from detect's --save-txt --save-conf files."""
     sizes = {Path(f).stem: cv2.imread(f).shape[:2] for f in list_image_files(sources)[0]}
@@ -150,19 +167,27 @@ def main(opt):
 
     common = ["--weights", opt.weights, "--imgsz", str(opt.imgsz), "--device", opt.device, "--project", str(work)]
     ours = val.main(val.parse_opt([*common, "--data", opt.data, "--batch-size", str(opt.batch_size), "--workers",
-                                   str(opt.workers), "--name", "val"]))[:4]
+                                   str(opt.workers), "--name", "val", "--save-json"]))[:4]
     with open(work / "val" / "per_class.csv") as f:
         our_maps = {row["class"]: float(row["AP50-95"]) for row in csv.DictReader(f)}
     with pickled_models_loadable():
         theirs, their_maps = ul_val.run(data=str(data_abs), weights=str(ul_weights), imgsz=opt.imgsz,
                                         batch_size=opt.batch_size, device=opt.device, workers=opt.workers,
-                                        half=False, plots=False, project=str(work), name="ul_val")[:2]  # v7.0.14: 4
+                                        half=False, plots=False, save_json=True, project=str(work),
+                                        name="ul_val")[:2]  # v7.0.14 returns 4
     print(f"\n{'':12}{'P':>10}{'R':>10}{'mAP50':>10}{'mAP50-95':>10}")
     for name, row in (("ours", ours), ("ultralytics", theirs[:4])):  # theirs goes on with the val losses
         print(f"{name:12}" + "".join(f"{v:10.6f}" for v in row))
     worst = max(abs(our_maps[n] - their_maps[i]) for i, n in enumerate(data["names"]) if n in our_maps)
     print(f"largest difference: {max(abs(a - b) for a, b in zip(ours, theirs)):.2e} overall, "
           f"{worst:.2e} in a class's AP50-95")
+    our_coco = read_coco_csv(work / "val" / "coco.csv")
+    their_coco = ultralytics_coco_figures(work / "ul_val" / "ultralytics_predictions.json",
+                                          work / "val" / "annotations.json")
+    print(f"\nCOCO{'':8}" + "".join(f"{n:>7}" for n in STAT_NAMES))
+    for name, figures in (("ours", our_coco), ("ultralytics", their_coco)):
+        print(f"{name:12}" + "".join(f"{figures[n]:7.3f}" for n in STAT_NAMES))
+    print(f"largest difference: {max(abs(our_coco[n] - their_coco[n]) for n in STAT_NAMES):.2e}")
 
     for source in sources:
         detect.main(detect.parse_opt([*common, "--source", source, "--save-txt", "--save-conf", "--name", "detect",

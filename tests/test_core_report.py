@@ -9,6 +9,7 @@ import pytest
 
 from yolocore import compare, study
 from yolocore.checkpoint_io import write_pickle_checkpoint
+from yolocore.coco import STAT_NAMES
 from yolocore.config import ROOT, ConfigError, load_model_cfg, load_yaml, save_yaml
 from yolocore.evaluation import Evaluator, write_per_class_csv
 from yolocore.recipe import results_row
@@ -171,6 +172,30 @@ def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(t
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no study runs"):
         compare.write_comparison([tmp_path / "pytorch", tmp_path / "empty"])
+
+
+def write_coco_csv(run, ap):
+    """coco.csv as save_coco writes it: AP, AP50, AP75, small, medium (none in the split: -1), large, then AR."""
+    figures = [ap, 1.5 * ap, ap, 0.5 * ap, -1, 1.2 * ap, *[ap] * 6]
+    (run / "coco.csv").write_text(",".join(STAT_NAMES) + "\n" + ",".join(map(str, figures)) + "\n")
+
+
+def test_report_gives_the_coco_figures_of_the_runs_that_have_them(tmp_path):
+    write_coco_csv(fake_run(tmp_path / "teacher", [0.6], [0.8, 0.6]), 0.5)
+    fake_run(tmp_path / "student", [0.3], [0.4, 0.2])  # validated by an older tree: no coco.csv
+    for seed, ap in ((0, 0.3), (1, 0.4)):
+        write_coco_csv(fake_run(tmp_path / seeded_name("student_fgd", seed, 0), [0.4], [0.5, 0.3], mode="KD",
+                                seed=seed), ap)
+    md = write_report(tmp_path).read_text()
+    assert "| run | AP | AP50 | AP75 | APs | APm | APl |" in md
+    assert "| teacher | 50.0 | 75.0 | 50.0 | 25.0 | n/a | 60.0 |" in md
+    assert "| FGD student (mean of 2 seeds) | 35.0 | 52.5 | 35.0 | 17.5 | n/a | 42.0 |" in md
+    coco_rows = [line for line in md.split("## COCO figures")[1].splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in coco_rows] == ["| run", "| teacher", "| FGD student (mean of 2 seeds)"]
+
+    for coco_csv in tmp_path.glob("*/coco.csv"):
+        coco_csv.unlink()
+    assert "COCO" not in write_report(tmp_path).read_text()
 
 
 def test_a_run_without_per_class_csv_reports_the_best_fitness_epoch(tmp_path):

@@ -4,6 +4,7 @@ converts it, and refuses files that would run code."""
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
 import jittor as jt  # noqa: F401
 # isort: on
+import json
 import pickle
 from copy import deepcopy
 
@@ -13,6 +14,7 @@ import torch
 from ultralytics_like import save_ultralytics_checkpoint
 
 from yolocore.checkpoint_io import read_checkpoint, read_torch_checkpoint
+from yolocore.coco import read_coco_csv
 from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Jittor import convert as jt_convert
 from YOLOv5Jittor import detect as jt_detect
@@ -92,6 +94,29 @@ def test_a_half_precision_checkpoint_evaluates_the_same_in_both_trees(tmp_path, 
             str(tmp_path)]
     expected = np.array(torch_val.main(torch_val.parse_opt(argv)))
     np.testing.assert_allclose(np.array(jt_val.main(jt_val.parse_opt(argv))), expected, atol=1e-3)
+
+
+def coco_rows(folder):
+    """predictions.json as {image id: rows [class, x, y, w, h, score] in a fixed order}."""
+    rows = {}
+    for d in json.loads((folder / "predictions.json").read_text()):
+        rows.setdefault(d["image_id"], []).append([d["category_id"], *d["bbox"], d["score"]])
+    return {k: sorted_rows(np.array(v)) for k, v in rows.items()}
+
+
+def test_each_tree_writes_the_same_coco_files(tmp_path, data, torch_weights):
+    folders = []
+    for tree, name in ((torch_val, "torch"), (jt_val, "jittor")):
+        tree.main(tree.parse_opt(["--weights", str(torch_weights), "--data", data, "--imgsz", "64", "--workers", "0",
+                                  "--project", str(tmp_path), "--name", name, "--save-json"]))
+        folders.append(tmp_path / name)
+    expected, actual = folders
+    assert (actual / "annotations.json").read_text() == (expected / "annotations.json").read_text()
+    assert read_coco_csv(actual / "coco.csv") == pytest.approx(read_coco_csv(expected / "coco.csv"), abs=1e-3)
+    expected, actual = coco_rows(expected), coco_rows(actual)
+    assert sum(len(rows) for rows in expected.values()) > 20 and sorted(actual) == sorted(expected)
+    for image_id, rows in expected.items():
+        np.testing.assert_allclose(actual[image_id], rows, atol=2e-3, err_msg=f"image {image_id}")
 
 
 def sorted_rows(rows):

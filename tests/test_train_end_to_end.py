@@ -27,7 +27,8 @@ TREES = {
                               array_type=np.ndarray),
 }
 RUN_FILES = ("results.csv", "results.png", "opt.yaml", "hyp.yaml", "labels.jpg", "train_batch0.jpg",
-             "val_batch0_labels.jpg", "val_batch0_pred.jpg", "confusion_matrix.png")
+             "val_batch0_labels.jpg", "val_batch0_pred.jpg", "confusion_matrix.png", "per_class.csv", "coco.csv",
+             "annotations.json", "predictions.json")
 
 
 @pytest.fixture(scope="module", params=list(TREES))
@@ -160,6 +161,7 @@ def test_a_new_run_in_a_reused_folder_keeps_no_records_of_the_old_one(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         run_train(tree, tmp_path, data, "--cfg", narrow_cfg, "--epochs", "2", "--noval", "--exist-ok")
     assert not (run / "per_class.csv").exists(), "the old run's final validation would mark this one finished"
+    assert not (run / "coco.csv").exists()
     assert not (run / "results.csv").exists()
     monkeypatch.undo()
     kd = run_train(tree, tmp_path, data, "--mode", "KD", "--teacher", str(weights(teacher_run, "best", tree)),

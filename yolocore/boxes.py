@@ -51,16 +51,23 @@ def clip_boxes(boxes, shape):
 
 
 def scale_boxes(img1_shape, boxes, img0_shape, ratio_pad=None):
-    """Map xyxy boxes from a letterboxed image of shape img1_shape back to the original img0_shape."""
+    """Map xyxy boxes from a letterboxed image of shape img1_shape back to the original img0_shape.
+
+    ratio_pad ((gain_y, gain_x), (pad_x, pad_y)) is what the dataset recorded. Each axis takes its own gain: the
+    short side was resized to a whole number of pixels, so its gain is not the long side's. ultralytics divides
+    both by gain_y, which leaves x up to 0.4 % short on NWPU's wide images (4.7 px at x = 1082); mAP does not see
+    it, as IoU is the same for two boxes stretched alike, but boxes written for other tools (val.py --save-json)
+    would carry it.
+    """
     if ratio_pad is None:
-        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
-        pad = (img1_shape[1] - img0_shape[1] * gain) / 2, (img1_shape[0] - img0_shape[0] * gain) / 2
+        gain_y = gain_x = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
+        pad = (img1_shape[1] - img0_shape[1] * gain_x) / 2, (img1_shape[0] - img0_shape[0] * gain_y) / 2
     else:
-        gain = ratio_pad[0][0]
-        pad = ratio_pad[1]
+        (gain_y, gain_x), pad = ratio_pad
     boxes[..., [0, 2]] -= pad[0]
     boxes[..., [1, 3]] -= pad[1]
-    boxes[..., :4] /= gain
+    boxes[..., [0, 2]] /= gain_x
+    boxes[..., [1, 3]] /= gain_y
     return clip_boxes(boxes, img0_shape)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from yolocore.boxes import scale_boxes, xywh2xyxy, xyxy2xywhn
+from yolocore.coco import CocoRecorder, save_coco
 from yolocore.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from yolocore.plots import plot_images
 from yolocore.results import format_metrics_table
@@ -44,9 +45,14 @@ def write_per_class_csv(path, names, images, instances, p, r, ap50, ap, ap_class
 
 
 class Evaluator:
-    def __init__(self, names, plots=False, save_dir=None):
+    def __init__(self, names, plots=False, save_dir=None, save_json=False):
+        """save_json: also evaluate as COCO does, writing its json files to save_dir (yolocore.coco)."""
+        if save_json and save_dir is None:
+            raise ValueError("save_json needs a save_dir for its json files")
         self.names, self.plots, self.save_dir = names, plots and save_dir is not None, save_dir
         self.confusion = ConfusionMatrix(len(names))
+        self.coco = CocoRecorder(names) if save_json else None
+        self.coco_stats = None
         self.stats, self.seen, self.batches = [], 0, 0
 
     def add_batch(self, imgs, targets, detections, paths, shapes):
@@ -65,6 +71,8 @@ class Evaluator:
             correct = match_predictions(predn, labelsn, IOUV) if len(predn) else np.zeros((0, len(IOUV)), bool)
             if self.plots:
                 self.confusion.process_batch(predn if len(predn) else None, labelsn)
+            if self.coco:
+                self.coco.add(paths[si], shape0, labelsn, predn)
             self.stats.append((correct, predn[:, 4], predn[:, 5], labels[:, 0]))
         if self.plots and self.batches < PLOTTED_BATCHES:
             b = self.batches
@@ -75,7 +83,8 @@ class Evaluator:
 
     def summary(self, verbose=False):
         """Prints the metrics table; returns ((P, R, mAP50, mAP50-95), per-class mAP50-95 (nc,)). With plots, also
-        writes the curves, the confusion matrix and per_class.csv (P, R, AP50, AP50-95 of every class) to save_dir."""
+        writes the curves, the confusion matrix and per_class.csv (P, R, AP50, AP50-95 of every class) to save_dir;
+        with save_json, COCO's figures (kept in coco_stats) and files."""
         nc = len(self.names)
         tp, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*self.stats))
         nt = np.bincount(target_cls.astype(int), minlength=nc)
@@ -98,4 +107,6 @@ class Evaluator:
                 images[np.unique(labels.astype(int))] += 1
             write_per_class_csv(Path(self.save_dir) / "per_class.csv", self.names, images, nt, p, r, ap50, ap,
                                 ap_class)
+        if self.coco:
+            self.coco_stats = save_coco(self.coco, self.save_dir)
         return (float(mp), float(mr), float(map50), float(map_)), maps

@@ -2,8 +2,9 @@
 
     python -m yolocore.report --project runs/study/pytorch    # writes study.md and the plots there
 
-Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, per_class.csv from the final
-validation of the best weights (P, R, AP50, AP50-95 per class), and weights/last.*, whose training record gives the
+Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, per_class.csv and coco.csv from
+the final validation of the best weights (P, R, AP50, AP50-95 per class; COCO's AP, AP50, AP75 and AP of small,
+medium and large objects), and weights/last.*, whose training record gives the
 time per epoch and the device (yolocore.training_record). study.json, written by yolocore.study beside the runs, adds
 the exact commands (and, for runs of older trees, which recorded no time, the time the study measured). A study with
 several seeds (yolocore.study --repeats) has a student and an FGD student folder per seed; the report adds their
@@ -27,6 +28,7 @@ from matplotlib.figure import Figure
 
 from yolocore.checkpoint_io import SUFFIXES, read_checkpoint
 from yolocore.cli import run_script
+from yolocore.coco import read_coco_csv
 from yolocore.config import load_model_cfg, load_yaml
 from yolocore.metrics import fitness
 from yolocore.training_record import epoch_seconds
@@ -39,6 +41,7 @@ SEEDED_RUN = re.compile(r"(student|student_fgd|student_rerun)_seed(\d+)")
 STUDY_JSON = "study.json"
 MAP50, MAP = "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"
 METRIC_COLUMNS = ("metrics/precision", "metrics/recall", MAP50, MAP)
+COCO_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def seeded_name(kind, seed, first_seed):
@@ -86,7 +89,7 @@ def read_csv_columns(path):
 
 def load_run(run_dir):
     """What the report needs from one run folder: options, per-epoch metrics, and the final metrics of the best weights
-    (from per_class.csv when there is one, else the results.csv row they were chosen from)."""
+    (from per_class.csv when there is one, else the results.csv row they were chosen from; COCO's from coco.csv)."""
     run_dir = Path(run_dir)
     results = read_csv_columns(run_dir / "results.csv")
     missing = [k for k in ("epoch", *METRIC_COLUMNS) if k not in results]
@@ -98,7 +101,7 @@ def load_run(run_dir):
     best = int(np.argmax(fit))  # train.py keeps the first epoch of the highest fitness
     run = dict(dir=run_dir, opt=opt, epochs_done=len(metrics), best_epoch=int(results["epoch"][best]) + 1,
                epoch=np.array(results["epoch"], dtype=float) + 1, map50_curve=metrics[:, 2], per_class=None,
-               training=training_of(run_dir))
+               training=training_of(run_dir), coco=None)
     run["P"], run["R"], run["mAP50"], run["mAP50-95"] = metrics[best]
     per_class_path = run_dir / "per_class.csv"
     if per_class_path.is_file():
@@ -110,6 +113,8 @@ def load_run(run_dir):
         run["P"], run["R"] = per_class["P"][present].mean(), per_class["R"][present].mean()
         run["mAP50"], run["mAP50-95"] = per_class["AP50"][present].mean(), per_class["AP50-95"][present].mean()
         run["per_class"] = per_class
+    if (run_dir / "coco.csv").is_file():
+        run["coco"] = read_coco_csv(run_dir / "coco.csv")
     return run
 
 
@@ -214,6 +219,24 @@ def per_class_table(runs):
         aps = " | ".join(pct(ap50[c]) for _, ap50, _ in kinds.values())
         lines.append(f"| {cls} | {int(first['images'][c])} | {int(first['instances'][c])} | {aps} |")
     return "\n".join(lines)
+
+
+def coco_table(runs):
+    """COCO's figures of each kind's best weights, averaged over the seeds that have them; "" when no run has."""
+    rows = []
+    for kind, group in by_kind(runs).items():
+        figures = [run["coco"] for run in group if run["coco"]]
+        if figures:
+            label = RUNS.get(kind, kind) + (f" (mean of {len(figures)} seeds)" if len(figures) > 1 else "")
+            means = (np.mean([f[k] for f in figures]) for k in COCO_COLUMNS)
+            rows.append(f"| {label} | " + " | ".join(pct(m if m >= 0 else None) for m in means) + " |")
+    if not rows:
+        return ""
+    return "\n".join(["## COCO figures (%)", "", "pycocotools on the final validation of the best weights: AP over IoU "
+                      "0.50:0.95, at 0.50 and at 0.75, and AP of small, medium and large objects (areas below 32², "
+                      "below 96² and above, in the original images' pixels; n/a where the split has none), as the "
+                      "FGD paper reports them.", "", "| run | " + " | ".join(COCO_COLUMNS) + " |",
+                      "|---|" + "---:|" * len(COCO_COLUMNS), *rows, ""])
 
 
 def points(x):
@@ -340,7 +363,7 @@ def write_report(project, out=None, names=None):
     lines += ["mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
               "validated epochs) on the val split; time / epoch is the mean wall time of its epochs, validation "
               "included.", "",
-              "## AP50 per class (%)", "", per_class_table(runs), "",
+              "## AP50 per class (%)", "", per_class_table(runs), "", coco_table(runs),
               "![mAP50 per epoch](map50_curves.png)", "", "![AP50 per class](class_ap50.png)", ""]
     commands = [study["runs"][n]["command"] for n in runs if study.get("runs", {}).get(n, {}).get("command")]
     if commands:

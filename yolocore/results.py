@@ -63,8 +63,9 @@ def format_metrics_table(names, seen, nt_per_class, p, r, ap50, ap, ap_class):
 
 def clear_results(save_dir):
     """A new run in a reused folder (--exist-ok) starts records of its own: it would otherwise continue the earlier
-    run's results.csv, and the earlier per_class.csv would mark it finished before it is."""
-    for name in ("results.csv", "per_class.csv"):
+    run's results.csv, and the earlier per_class.csv would mark it finished before it is (and coco.csv report the
+    earlier run's COCO figures as its own)."""
+    for name in ("results.csv", "per_class.csv", "coco.csv", "annotations.json", "predictions.json"):
         (Path(save_dir) / name).unlink(missing_ok=True)
 
 

@@ -233,7 +233,7 @@ def validate_run(tree, run_dir, opt):
     argv = ["--weights", str(Path(run_dir) / "weights" / f"best{tree.suffix}"), "--data", opt.data,
             "--imgsz", str(opt.imgsz), "--batch-size", str(opt.batch_size * 2), "--device", opt.device,
             "--workers", str(opt.workers), "--project", str(Path(run_dir).parent), "--name", Path(run_dir).name,
-            "--exist-ok"]
+            "--exist-ok", "--save-json"]
     tree.val(tree.val_parse_opt(argv))
 
 
