@@ -69,6 +69,13 @@ def test_image_ids_follow_the_paths_not_the_batches():
     assert [c["name"] for c in ground_truth["categories"]] == ["plane", "car"]
 
 
+def test_without_pycocotools_the_files_are_still_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None if name == "pycocotools" else object())
+    recorder = recorded({"a.jpg": ((400, 400), [[0, 50, 50, 150, 150]], [[50, 50, 150, 150, 0.9, 0]])})
+    assert save_coco(recorder, tmp_path) is None and "pycocotools is not installed" in capsys.readouterr().out
+    assert (tmp_path / "predictions.json").is_file() and not (tmp_path / "coco.csv").exists()
+
+
 def test_saved_files_give_the_printed_figures_to_pycocotools(tmp_path, capsys):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

@@ -5,6 +5,7 @@ objects (areas below 32², below 96², and above, in the original image's pixels
 its interpolation differs slightly from COCO's, so a study that wants the paper's columns needs COCOeval itself.
 """
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -89,13 +90,18 @@ def save_coco(recorder, save_dir):
     """Writes annotations.json (ground truth), predictions.json (detections) and coco.csv (the 12 figures) to
     save_dir, prints pycocotools' summary, and returns the figures by name. pycocotools reads the two json files
     back to the same figures: `COCOeval(COCO(annotations.json), COCO(...).loadRes(predictions.json), 'bbox')`.
-    A split without labels (a test set scored elsewhere) gets the json files only, and None."""
+    A split without labels (a test set scored elsewhere), or a machine without pycocotools, gets the json files
+    only, and None."""
     save_dir = Path(save_dir)
     ground_truth, detections = recorder.to_coco()
     _write_json(save_dir / "annotations.json", ground_truth)
     _write_json(save_dir / "predictions.json", detections)
     if not ground_truth["annotations"]:
         print(f"COCO evaluation: no labelled objects; {len(detections)} detections written to predictions.json")
+        return None
+    if importlib.util.find_spec("pycocotools") is None:  # a training's last step should not fail for want of it
+        print("COCO evaluation skipped: pycocotools is not installed (pip install -r requirements.txt); "
+              "annotations.json and predictions.json are written")
         return None
     stats, summary = coco_evaluate(ground_truth, detections)
     tmp = save_dir / "coco.csv.tmp"
