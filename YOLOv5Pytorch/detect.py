@@ -66,11 +66,12 @@ def main(opt):
         raise FileNotFoundError(f"--source {opt.source}: no images found")
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    found = 0
+    found, unreadable = 0, 0
     for f, name in tqdm(list(zip(files, unique_names(files))), desc="detect"):
         im0 = cv2.imread(f)
         if im0 is None:
             print(f"WARNING {f}: cannot read this image, skipped")
+            unreadable += 1
             continue
         det = detect_image(model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det)
         found += len(det)
@@ -82,7 +83,8 @@ def main(opt):
                 for (cx, cy, w, h), conf, c in zip(xywhn, det[:, 4], det[:, 5]):
                     out.write(f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" + (f" {conf:.5f}" if opt.save_conf else "")
                               + "\n")
-    print(f"{found} detections in {len(files)} images, saved to {save_dir}")
+    skipped = f" ({unreadable} unreadable, skipped)" if unreadable else ""
+    print(f"{found} detections in {len(files) - unreadable} images{skipped}, saved to {save_dir}")
     return save_dir
 
 

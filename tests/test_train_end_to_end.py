@@ -264,15 +264,18 @@ def test_val_and_detect_run_on_a_checkpoint(tmp_path, data, tree, teacher_run):
     assert lines and all(len(ln) == 6 and 0 <= float(ln[1]) <= 1 for ln in lines)
 
 
-def test_detect_keeps_same_named_images_of_different_folders_apart(tmp_path, data, tree, teacher_run):
+def test_detect_keeps_same_named_images_of_different_folders_apart(tmp_path, data, tree, teacher_run, capsys):
     # NWPU's "positive image set/001.jpg" and "negative image set/001.jpg" are such a pair
     image = sorted((Path(data).parent / "images" / "val").glob("*.jpg"))[0]
     for folder in ("positive", "negative"):
         (tmp_path / "source" / folder).mkdir(parents=True)
         shutil.copy(image, tmp_path / "source" / folder / "001.jpg")
+    (tmp_path / "source" / "negative" / "002.jpg").write_bytes(b"not a jpeg")
     out = tree.detect.main(tree.detect.parse_opt(["--weights", str(weights(teacher_run, "best", tree)), "--source",
                                                   str(tmp_path / "source"), "--imgsz", "64", "--save-txt",
                                                   "--project", str(tmp_path)]))
+    printed = capsys.readouterr().out
+    assert "002.jpg: cannot read this image, skipped" in printed and "in 2 images (1 unreadable, skipped)" in printed
     assert sorted(p.name for p in out.glob("*.jpg")) == ["001.jpg", "001_2.jpg"]
     assert sorted(p.name for p in (out / "labels").glob("*.txt")) == ["001.txt", "001_2.txt"]
 
