@@ -302,7 +302,7 @@ def setup(opt):
                lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), ema=ModelEMA(model), scaler=grad_scaler(device),
                accumulate=max(round(NBS / opt.batch_size), 1), save_dir=save_dir,
                compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, data["nc"], opt.imgsz)),
-               train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=0.0, best_epoch=-1,
+               train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=-1.0, best_epoch=-1,
                training=training_record(ckpt, describe_device(device, world_size)))
     if ckpt:
         ctx["start_epoch"], ctx["best_fitness"], ctx["best_epoch"] = restore(ctx, ckpt)
@@ -333,8 +333,9 @@ def end_epoch(ctx, epoch, losses, started):
     lrs = [g["lr"] for g in ctx["optimizer"].param_groups]
     append_results(ctx["save_dir"] / "results.csv", results_row(epoch, losses, metrics, lrs))
     add_epoch(ctx["training"], time.time() - started)
-    # Without validation the newest weights are the best guess, and patience has nothing to count.
-    if not measured or fit > ctx["best_fitness"] or ctx["best_epoch"] < 0:
+    # Without validation the newest weights are the best guess, and patience has nothing to count. best_fitness
+    # starts below any fitness, so the first validated epoch is best even at 0 (the last one, with --noval).
+    if not measured or fit > ctx["best_fitness"]:
         ctx["best_fitness"] = max(fit, ctx["best_fitness"]) if measured else ctx["best_fitness"]
         ctx["best_epoch"] = epoch
         save_checkpoint(make_checkpoint(ctx, epoch), weights_dir / f"best{SUFFIX}")

@@ -153,6 +153,20 @@ def test_weights_choose_the_model_unless_cfg_does_and_resume_rebuilds_it(tmp_pat
     assert tree.ckpt.load_checkpoint(weights(narrow, "last", tree))["yaml"]["width_multiple"] == 0.125
 
 
+def test_with_noval_the_validated_last_epoch_is_best_even_at_fitness_0(tmp_path, data, tree, narrow_cfg,
+                                                                        monkeypatch):
+    validate = tree.train.validate
+    real_run = validate.run
+
+    def scores_nothing(*args, **kwargs):  # the epoch's validation of a model that finds nothing yet
+        return ((0.0,) * 7, np.zeros(5)) if "compute_loss" in kwargs else real_run(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "run", scores_nothing)
+    run = run_train(tree, tmp_path, data, "--cfg", narrow_cfg, "--epochs", "2", "--noval")
+    assert [row["metrics/mAP_0.5"] for row in read_csv(run / "results.csv")] == ["nan", "0"]
+    assert tree.ckpt.load_checkpoint(weights(run, "best", tree))["epoch"] == 1
+
+
 def test_a_new_run_in_a_reused_folder_keeps_no_records_of_the_old_one(tmp_path, data, tree, teacher_run, narrow_cfg,
                                                                       monkeypatch):
     run = run_train(tree, tmp_path, data, "--cfg", narrow_cfg, "--epochs", "2", "--noval")
