@@ -22,7 +22,7 @@ from yolocore.augment import check_imgsz, letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
 from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
-from yolocore.dataset import list_image_files, unique_names
+from yolocore.labels import list_image_files, unique_names
 from yolocore.plots import draw_detections
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device

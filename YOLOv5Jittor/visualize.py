@@ -24,7 +24,6 @@ from tqdm import tqdm
 from yolocore.augment import check_imgsz
 from yolocore.cli import fraction, positive_int, run_script
 from yolocore.config import increment_path
-from yolocore.dataset import unique_names
 from yolocore.fgd_figures import (
     check_sources,
     image_panels,
@@ -32,6 +31,7 @@ from yolocore.fgd_figures import (
     staged_dir,
     write_fgd_figure,
 )
+from yolocore.labels import unique_names
 from YOLOv5Jittor.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device

@@ -42,7 +42,8 @@ if __package__ in (None, ""):
 from yolocore.boxes import xywhn2xyxy
 from yolocore.coco import STAT_NAMES, coco_evaluate, read_coco_csv
 from yolocore.config import ROOT, load_data_yaml, load_hyp
-from yolocore.dataset import YoloDataset, list_image_files
+from yolocore.dataset import YoloDataset
+from yolocore.labels import list_image_files
 from yolocore.recipe import loss_gains
 from YOLOv5Pytorch import detect, val
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint

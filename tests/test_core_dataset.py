@@ -1,4 +1,5 @@
-"""yolocore.dataset: listing, label parsing, bad input, the label and image caches, determinism and batching."""
+"""yolocore.dataset and yolocore.labels: listing, label parsing, bad input, the label and image caches, determinism
+and batching."""
 import os
 import pickle
 
@@ -7,14 +8,8 @@ import numpy as np
 import pytest
 
 from yolocore.boxes import scale_boxes, xywhn2xyxy
-from yolocore.dataset import (
-    DatasetError,
-    YoloDataset,
-    epoch_order,
-    img2label_path,
-    list_image_files,
-    parse_label_file,
-)
+from yolocore.dataset import YoloDataset, epoch_order
+from yolocore.labels import DatasetError, img2label_path, list_image_files, parse_label_file
 
 HYP = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 5.0, "translate": 0.1, "scale": 0.5, "shear": 2.0,
        "perspective": 0.0, "flipud": 0.5, "fliplr": 0.5, "mosaic": 0.5, "mixup": 0.3}

@@ -4,7 +4,6 @@ import cv2
 import numpy as np
 import pytest
 
-from yolocore.dataset import unique_names
 from yolocore.fgd_figures import (
     MAP_PANELS,
     check_sources,
@@ -13,6 +12,7 @@ from yolocore.fgd_figures import (
     staged_dir,
     write_fgd_figure,
 )
+from yolocore.labels import unique_names
 
 
 def level_maps(g, c, rng, student=True):

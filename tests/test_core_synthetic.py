@@ -8,7 +8,8 @@ import pytest
 
 from yolocore.boxes import box_iou, xywhn2xyxy
 from yolocore.config import load_data_yaml
-from yolocore.dataset import YoloDataset, parse_label_file
+from yolocore.dataset import YoloDataset
+from yolocore.labels import parse_label_file
 from yolocore.synthetic import MARKER, SYNTHETIC_NAMES, make_synthetic_dataset
 
 N_TRAIN, N_VAL, IMGSZ = 24, 6, 256

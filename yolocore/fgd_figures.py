@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from yolocore.augment import letterbox
 from yolocore.boxes import xywhn2xyxy, xyxy2xywhn
-from yolocore.dataset import img2label_path, list_image_files, parse_label_file
+from yolocore.labels import img2label_path, imread, list_image_files, parse_label_file
 from yolocore.plots import draw_detections
 
 # (key, panel title, colour group): maps of one group share a colour scale within a level's row, so teacher and
@@ -41,17 +41,6 @@ DRAW_SIZE = 512
 # ---------------------------------------------------------------- inputs
 
 
-def _imread(path):
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    try:
-        return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    except cv2.error:
-        return None
-
-
 def check_sources(source, nc):
     """Image files of --source, after checking that every one decodes and every label file parses.
 
@@ -64,7 +53,7 @@ def check_sources(source, nc):
         raise FileNotFoundError(f"--source {source}: no images found")
     warnings = []
     for f in files:
-        if _imread(f) is None:
+        if imread(f) is None:
             raise ValueError(f"{f}: cannot read this image (missing, empty or not a decodable image)")
         warnings += parse_label_file(img2label_path(f), nc)[1]
     return files, warnings
@@ -72,7 +61,7 @@ def check_sources(source, nc):
 
 def letterboxed_sample(path, imgsz, stride, nc):
     """(BGR letterboxed image, labels (n, 5) [cls, cx, cy, w, h] normalised to that letterboxed image)."""
-    im0 = _imread(path)
+    im0 = imread(path)
     if im0 is None:
         raise ValueError(f"{path}: cannot read this image")
     h0, w0 = im0.shape[:2]
