@@ -3,7 +3,6 @@ Folders are searched recursively; a name met again in another folder is written 
 
     python YOLOv5Jittor/detect.py --weights runs/train/exp/weights/best.pkl --source IMG_OR_DIR --imgsz 512
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from yolocore.augment import check_imgsz, letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
-from yolocore.cli import fraction, positive_int, run_script
+from yolocore.cli import parse_detect_options, run_script
 from yolocore.config import increment_path
 from yolocore.labels import list_image_files, unique_names
 from yolocore.plots import draw_detections
@@ -30,20 +29,7 @@ from YOLOv5Jittor.utils.general import non_max_suppression
 
 
 def parse_opt(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint (either tree's or ultralytics')")
-    parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
-    parser.add_argument("--imgsz", type=positive_int, default=640)
-    parser.add_argument("--conf-thres", type=fraction, default=0.25)
-    parser.add_argument("--iou-thres", type=fraction, default=0.45)
-    parser.add_argument("--max-det", type=positive_int, default=1000)
-    parser.add_argument("--device", default="")
-    parser.add_argument("--save-txt", action="store_true", help="also write labels/NAME.txt: class cx cy w h")
-    parser.add_argument("--save-conf", action="store_true", help="with --save-txt, add the confidence column")
-    parser.add_argument("--project", default="runs/detect")
-    parser.add_argument("--name", default="exp")
-    parser.add_argument("--exist-ok", action="store_true")
-    return parser.parse_args(argv)
+    return parse_detect_options(argv, __doc__)
 
 
 def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max_det=1000):

@@ -3,7 +3,6 @@ for small, medium and large objects.
 
     python YOLOv5Jittor/val.py --weights runs/train/exp/weights/best.pkl --data data/NWPU.yaml --imgsz 512
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import jittor as jt
 import numpy as np
 from tqdm import tqdm
 
-from yolocore.cli import fraction, non_negative_int, positive_int, run_script
+from yolocore.cli import parse_val_options, run_script
 from yolocore.config import increment_path, load_data_yaml
 from yolocore.evaluation import Evaluator
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
@@ -48,24 +47,7 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
 
 
 def parse_opt(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint to evaluate (either tree's or ultralytics')")
-    parser.add_argument("--data", required=True, help="dataset yaml")
-    parser.add_argument("--task", default="val", choices=("train", "val", "test"), help="which split to evaluate")
-    parser.add_argument("--imgsz", type=positive_int, default=640)
-    parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--conf-thres", type=fraction, default=0.001)
-    parser.add_argument("--iou-thres", type=fraction, default=0.6)
-    parser.add_argument("--max-det", type=positive_int, default=300)
-    parser.add_argument("--device", default="")
-    parser.add_argument("--workers", type=non_negative_int, default=8)
-    parser.add_argument("--project", default="runs/val")
-    parser.add_argument("--name", default="exp")
-    parser.add_argument("--exist-ok", action="store_true")
-    parser.add_argument("--save-json", action="store_true",
-                        help="also evaluate as COCO does (pycocotools: AP, AP50, AP75, AP small/medium/large, AR) "
-                        "and write annotations.json, predictions.json and coco.csv")
-    return parser.parse_args(argv)
+    return parse_val_options(argv, __doc__)
 
 
 def main(opt):

@@ -6,7 +6,6 @@ attention, foreground and background masks, and the features under the foregroun
 Writes OUT/NAME.png (all panels of one image in a grid) and OUT/NAME/*.png (the single panels); see
 FGD-visualize/README.md for what each panel is.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from yolocore.augment import check_imgsz
-from yolocore.cli import fraction, positive_int, run_script
+from yolocore.cli import parse_visualize_options, run_script
 from yolocore.config import increment_path
 from yolocore.fgd_figures import (
     check_sources,
@@ -38,20 +37,7 @@ DEFAULT_TEMP = 0.5  # FGDLoss's default, for checkpoints whose hyp does not say
 
 
 def parse_opt(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint (.pt or .pkl: either tree's)")
-    parser.add_argument("--student", required=True, help="student checkpoint (.pt or .pkl), a KD run's or a plain one")
-    parser.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
-    parser.add_argument("--layers", type=int, nargs="+", default=None,
-                        help="layer indices to show (default: the student's kd_layers, else 17 20 23)")
-    parser.add_argument("--imgsz", type=positive_int, default=640)
-    parser.add_argument("--conf-thres", type=fraction, default=0.25)
-    parser.add_argument("--iou-thres", type=fraction, default=0.45)
-    parser.add_argument("--device", default="")
-    parser.add_argument("--project", default="runs/visualize")
-    parser.add_argument("--name", default="exp", help="output folder project/name, incremented unless --exist-ok")
-    parser.add_argument("--exist-ok", action="store_true")
-    return parser.parse_args(argv)
+    return parse_visualize_options(argv, __doc__)
 
 
 def _align_for(fgd, kd_layers, layer, s_channels, t_channels):

@@ -86,3 +86,64 @@ def parse_train_options(argv, description, hyp, suffix, launcher, deterministic_
     if opt.mode == "KD" and not opt.teacher and not opt.resume:
         p.error("--mode KD needs --teacher CKPT")
     return opt
+
+
+def parse_val_options(argv, description):
+    """val.py's options (the same in both trees): a checkpoint evaluated on a dataset split. description is the
+    tree's script docstring."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="checkpoint to evaluate (either tree's or ultralytics')")
+    p.add_argument("--data", required=True, help="dataset yaml")
+    p.add_argument("--task", default="val", choices=("train", "val", "test"), help="which split to evaluate")
+    p.add_argument("--imgsz", type=positive_int, default=640)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--conf-thres", type=fraction, default=0.001)
+    p.add_argument("--iou-thres", type=fraction, default=0.6)
+    p.add_argument("--max-det", type=positive_int, default=300)
+    p.add_argument("--device", default="")
+    p.add_argument("--workers", type=non_negative_int, default=8)
+    p.add_argument("--project", default="runs/val")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--save-json", action="store_true",
+                   help="also evaluate as COCO does (pycocotools: AP, AP50, AP75, AP small/medium/large, AR) "
+                   "and write annotations.json, predictions.json and coco.csv")
+    return p.parse_args(argv)
+
+
+def parse_detect_options(argv, description):
+    """detect.py's options (the same in both trees): a checkpoint run on images. description is the tree's script
+    docstring."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="checkpoint (either tree's or ultralytics')")
+    p.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
+    p.add_argument("--imgsz", type=positive_int, default=640)
+    p.add_argument("--conf-thres", type=fraction, default=0.25)
+    p.add_argument("--iou-thres", type=fraction, default=0.45)
+    p.add_argument("--max-det", type=positive_int, default=1000)
+    p.add_argument("--device", default="")
+    p.add_argument("--save-txt", action="store_true", help="also write labels/NAME.txt: class cx cy w h")
+    p.add_argument("--save-conf", action="store_true", help="with --save-txt, add the confidence column")
+    p.add_argument("--project", default="runs/detect")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true")
+    return p.parse_args(argv)
+
+
+def parse_visualize_options(argv, description):
+    """visualize.py's options (the same in both trees): what FGD attends to, teacher and student side by side.
+    description is the tree's script docstring."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt or .pkl: either tree's)")
+    p.add_argument("--student", required=True, help="student checkpoint (.pt or .pkl), a KD run's or a plain one")
+    p.add_argument("--source", required=True, help="an image, a folder of images, or a .txt list of images")
+    p.add_argument("--layers", type=int, nargs="+", default=None,
+                   help="layer indices to show (default: the student's kd_layers, else 17 20 23)")
+    p.add_argument("--imgsz", type=positive_int, default=640)
+    p.add_argument("--conf-thres", type=fraction, default=0.25)
+    p.add_argument("--iou-thres", type=fraction, default=0.45)
+    p.add_argument("--device", default="")
+    p.add_argument("--project", default="runs/visualize")
+    p.add_argument("--name", default="exp", help="output folder project/name, incremented unless --exist-ok")
+    p.add_argument("--exist-ok", action="store_true")
+    return p.parse_args(argv)
