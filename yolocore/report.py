@@ -4,13 +4,13 @@
 
 Each run folder is what train.py writes: results.csv (one row per epoch), opt.yaml, per_class.csv and coco.csv from
 the final validation of the best weights (P, R, AP50, AP50-95 per class; COCO's AP, AP50, AP75 and AP of small,
-medium and large objects), and weights/last.*, whose training record gives the
-time per epoch and the device (yolocore.training_record). study.json, written by yolocore.study beside the runs, adds
-the exact commands (and, for runs of older trees, which recorded no time, the time the study measured). A study with
-several seeds (yolocore.study --repeats) has a student and an FGD student folder per seed; the report adds their
-means over seeds and the FGD gain paired by seed, each with its standard error. A study's student_rerun runs (the
-plain student again from its starting weights moved by 1e-7, train.py --perturb) add the same paired difference for
-them: what rounding alone moves a run by, the yardstick for the FGD gain and for a difference between frameworks.
+medium and large objects), and weights/last.*, whose training record gives the time per epoch and the device
+(yolocore.training_record). study.json, written by yolocore.study beside the runs, adds the exact commands (and, for
+runs of older trees, which recorded no time, the time the study measured). A study with several seeds
+(yolocore.study --repeats) has a student and an FGD student folder per seed; the report adds their means over seeds
+and the FGD gain paired by seed, each with its standard error. A study's student_rerun runs (the plain student again
+from its starting weights moved by 1e-7, train.py --perturb) add the same paired difference for them: what rounding
+alone moves a run by, the yardstick for the FGD gain and for a difference between frameworks.
 """
 import argparse
 import csv
