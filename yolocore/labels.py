@@ -1,6 +1,6 @@
 """A dataset's images and their YOLO labels: finding the images, reading and checking each label line, and the scan
 that checks every image with its labels (numpy + OpenCV only). Every unusable line or image is reported with its
-file (and line), and skipped; nothing is fixed silently."""
+file (and line), and skipped."""
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
