@@ -79,11 +79,10 @@ def coco_evaluate(ground_truth, detections):
     return np.asarray(evaluator.stats, dtype=np.float64), summary.getvalue().rstrip()
 
 
-def _write_json(path, obj):
+def _write_atomically(path, text):
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    tmp.write_text(text)
+    os.replace(tmp, path)  # a reader never sees half a file
 
 
 def save_coco(recorder, save_dir):
@@ -94,8 +93,8 @@ def save_coco(recorder, save_dir):
     only, and None."""
     save_dir = Path(save_dir)
     ground_truth, detections = recorder.to_coco()
-    _write_json(save_dir / "annotations.json", ground_truth)
-    _write_json(save_dir / "predictions.json", detections)
+    _write_atomically(save_dir / "annotations.json", json.dumps(ground_truth))
+    _write_atomically(save_dir / "predictions.json", json.dumps(detections))
     if not ground_truth["annotations"]:
         print(f"COCO evaluation: no labelled objects; {len(detections)} detections written to predictions.json")
         return None
@@ -104,9 +103,7 @@ def save_coco(recorder, save_dir):
               "annotations.json and predictions.json are written")
         return None
     stats, summary = coco_evaluate(ground_truth, detections)
-    tmp = save_dir / "coco.csv.tmp"
-    tmp.write_text(",".join(STAT_NAMES) + "\n" + ",".join(f"{v:.6g}" for v in stats) + "\n")
-    os.replace(tmp, save_dir / "coco.csv")
+    _write_atomically(save_dir / "coco.csv", ",".join(STAT_NAMES) + "\n" + ",".join(f"{v:.6g}" for v in stats) + "\n")
     print(f"COCO evaluation (pycocotools; at most 100 detections an image; areas in original pixels):\n{summary}")
     return dict(zip(STAT_NAMES, stats.tolist()))
 
