@@ -18,7 +18,7 @@ from yolocore.augment import check_imgsz, letterbox
 from yolocore.boxes import scale_boxes, xyxy2xywhn
 from yolocore.cli import parse_detect_options, run_script
 from yolocore.config import increment_path
-from yolocore.labels import list_image_files, unique_names
+from yolocore.labels import imread, list_image_files, unique_names
 from yolocore.plots import draw_detections
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
@@ -54,7 +54,7 @@ def main(opt):
     (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     found, unreadable = 0, 0
     for f, name in tqdm(list(zip(files, unique_names(files))), desc="detect"):
-        im0 = cv2.imread(f)
+        im0 = imread(f)
         if im0 is None:
             print(f"WARNING {f}: cannot read this image, skipped")
             unreadable += 1

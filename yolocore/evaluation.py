@@ -52,7 +52,6 @@ class Evaluator:
         self.names, self.plots, self.save_dir = names, plots and save_dir is not None, save_dir
         self.confusion = ConfusionMatrix(len(names))
         self.coco = CocoRecorder(names) if save_json else None
-        self.coco_stats = None
         self.stats, self.seen, self.batches = [], 0, 0
 
     def add_batch(self, imgs, targets, detections, paths, shapes):
@@ -84,7 +83,7 @@ class Evaluator:
     def summary(self, verbose=False):
         """Prints the metrics table; returns ((P, R, mAP50, mAP50-95), per-class mAP50-95 (nc,)). With plots, also
         writes the curves, the confusion matrix and per_class.csv (P, R, AP50, AP50-95 of every class) to save_dir;
-        with save_json, COCO's figures (kept in coco_stats) and files."""
+        with save_json, COCO's figures and files (coco.csv, the json files)."""
         nc = len(self.names)
         tp, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*self.stats))
         nt = np.bincount(target_cls.astype(int), minlength=nc)
@@ -108,5 +107,5 @@ class Evaluator:
             write_per_class_csv(Path(self.save_dir) / "per_class.csv", self.names, images, nt, p, r, ap50, ap,
                                 ap_class)
         if self.coco:
-            self.coco_stats = save_coco(self.coco, self.save_dir)
+            save_coco(self.coco, self.save_dir)
         return (float(mp), float(mr), float(map50), float(map_)), maps
