@@ -341,3 +341,28 @@ def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path
     # opt.yaml of a run before --perturb existed: it ran unperturbed, so it is no rerun
     with pytest.raises(ValueError, match="perturb 0.0 \\(wanted 1e-07\\)"):
         study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5n.yaml", "--perturb", "1e-7"], parse_opt)
+
+
+def test_comparison_gives_each_studys_coco_figures_and_their_difference(tmp_path):
+    for study_name, teacher_ap, student_aps in (("pytorch", 0.5, (0.3, 0.4)), ("jittor", 0.4, (0.2,))):
+        write_coco_csv(fake_run(tmp_path / study_name / "teacher", [0.6], [0.8, 0.6]), teacher_ap)
+        for seed, ap in enumerate(student_aps):
+            write_coco_csv(fake_run(tmp_path / study_name / seeded_name("student", seed, 0), [0.3], [0.4, 0.2],
+                                    seed=seed), ap)
+    write_coco_csv(fake_run(tmp_path / "pytorch" / "student_fgd", [0.4], [0.5, 0.3], mode="KD"), 0.3)
+    fake_run(tmp_path / "jittor" / "student_fgd", [0.4], [0.5, 0.3], mode="KD")  # validated by an older tree
+    md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
+    coco_rows = [line for line in md.split("## COCO figures")[1].splitlines() if line.startswith("| ")]
+    assert coco_rows == [
+        "| run | study | AP | AP50 | AP75 | APs | APm | APl |",
+        "| teacher | pytorch | 50.0 | 75.0 | 50.0 | 25.0 | n/a | 60.0 |",
+        "| teacher | jittor | 40.0 | 60.0 | 40.0 | 20.0 | n/a | 48.0 |",
+        "| teacher | jittor − pytorch | -10.0 | -15.0 | -10.0 | -5.0 | n/a | -12.0 |",
+        "| student | pytorch (2) | 35.0 | 52.5 | 35.0 | 17.5 | n/a | 42.0 |",
+        "| student | jittor | 20.0 | 30.0 | 20.0 | 10.0 | n/a | 24.0 |",
+        "| student | jittor − pytorch | -15.0 | -22.5 | -15.0 | -7.5 | n/a | -18.0 |",
+        "| FGD student | pytorch | 30.0 | 45.0 | 30.0 | 15.0 | n/a | 36.0 |"]
+
+    for coco_csv in tmp_path.glob("*/*/coco.csv"):
+        coco_csv.unlink()
+    assert "COCO" not in compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()

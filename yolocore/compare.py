@@ -5,7 +5,8 @@
 Per run kind (teacher, student, FGD student): mAP50 and mAP50-95 of each study's finished runs, as means over its
 seeds with their standard errors when it has several (study.py --repeats), and with two studies the second minus
 the first, whose standard error combines both; then each study's time per epoch (mean over those runs) and, with two,
-the second's over the first's, with the devices they ran on. Studies are named by their folders.
+the second's over the first's, with the devices they ran on; then COCO's figures of the runs that have coco.csv
+(AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies are named by their folders.
 """
 import argparse
 import math
@@ -20,10 +21,13 @@ from matplotlib.figure import Figure
 
 from yolocore.cli import run_script
 from yolocore.report import (
+    COCO_COLUMNS,
+    COCO_NOTE,
     RUN_COLORS,
     RUNS,
     add_study_timing,
     by_kind,
+    coco_means,
     finished,
     format_seconds,
     load_run,
@@ -91,6 +95,29 @@ def comparison_table(studies):
     return "\n".join(lines)
 
 
+def coco_comparison_table(studies):
+    """COCO's figures per run kind and study (means over the seeds that have coco.csv) and, with two studies, the
+    second minus the first; "" when no run has them."""
+    names = list(studies)
+    rows = []
+    for kind, label in RUNS.items():
+        means = {}
+        for name in names:
+            means[name], n = coco_means(studies[name].get(kind, []))
+            if n:
+                rows.append(f"| {label} | {name}" + (f" ({n})" if n > 1 else "") + " | "
+                            + " | ".join(map(pct, means[name])) + " |")
+        if len(names) == 2 and all(means.values()):
+            diffs = ["n/a" if a is None or b is None else f"{100 * (b - a):+.1f}"
+                     for a, b in zip(means[names[0]], means[names[1]])]
+            rows.append(f"| {label} | {names[1]} − {names[0]} | " + " | ".join(diffs) + " |")
+    if not rows:
+        return ""
+    return "\n".join(["## COCO figures (%)", "", COCO_NOTE + " Means over seeds (their number in brackets); "
+                      "differences in points.", "", "| run | study | " + " | ".join(COCO_COLUMNS) + " |",
+                      "|---|---|" + "---:|" * len(COCO_COLUMNS), *rows, ""])
+
+
 def devices_line(studies):
     devices = {name: sorted({run["training"]["device"] for runs in kinds.values() for run in runs
                              if run["training"].get("device")}) for name, kinds in studies.items()}
@@ -125,7 +152,7 @@ def write_comparison(projects, out=None):
              "mAP50 and mAP50-95 (%) of each run's best weights on the val split; with several seeds, the mean ± its "
              "standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
              "mean wall time of an epoch, validation included.", "", devices_line(studies), "",
-             "![mAP50 per epoch](compare_map50.png)", ""]
+             "![mAP50 per epoch](compare_map50.png)", "", coco_comparison_table(studies)]
     path = out / "compare.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -221,21 +221,30 @@ def per_class_table(runs):
     return "\n".join(lines)
 
 
+COCO_NOTE = ("pycocotools on the final validation of the best weights: AP over IoU 0.50:0.95, at 0.50 and at 0.75, "
+             "and AP of small, medium and large objects (areas below 32², below 96² and above, in the original "
+             "images' pixels; n/a where the split has none), as the FGD paper reports them.")
+
+
+def coco_means(group):
+    """(COCO_COLUMNS averaged over the runs of group that have coco.csv, how many have it); None for a figure the
+    split cannot give (no objects of that size: pycocotools' -1), ([], 0) when no run has coco.csv."""
+    figures = [run["coco"] for run in group if run["coco"]]
+    means = [float(np.mean([f[k] for f in figures])) for k in COCO_COLUMNS] if figures else []
+    return [m if m >= 0 else None for m in means], len(figures)
+
+
 def coco_table(runs):
     """COCO's figures of each kind's best weights, averaged over the seeds that have them; "" when no run has."""
     rows = []
     for kind, group in by_kind(runs).items():
-        figures = [run["coco"] for run in group if run["coco"]]
-        if figures:
-            label = RUNS.get(kind, kind) + (f" (mean of {len(figures)} seeds)" if len(figures) > 1 else "")
-            means = (np.mean([f[k] for f in figures]) for k in COCO_COLUMNS)
-            rows.append(f"| {label} | " + " | ".join(pct(m if m >= 0 else None) for m in means) + " |")
+        means, n = coco_means(group)
+        if n:
+            label = RUNS.get(kind, kind) + (f" (mean of {n} seeds)" if n > 1 else "")
+            rows.append(f"| {label} | " + " | ".join(map(pct, means)) + " |")
     if not rows:
         return ""
-    return "\n".join(["## COCO figures (%)", "", "pycocotools on the final validation of the best weights: AP over IoU "
-                      "0.50:0.95, at 0.50 and at 0.75, and AP of small, medium and large objects (areas below 32², "
-                      "below 96² and above, in the original images' pixels; n/a where the split has none), as the "
-                      "FGD paper reports them.", "", "| run | " + " | ".join(COCO_COLUMNS) + " |",
+    return "\n".join(["## COCO figures (%)", "", COCO_NOTE, "", "| run | " + " | ".join(COCO_COLUMNS) + " |",
                       "|---|" + "---:|" * len(COCO_COLUMNS), *rows, ""])
 
 
