@@ -252,3 +252,27 @@ def test_cuda_matches_cpu():
     fgd.cuda()
     cuda_terms = fgd([s.cuda() for s in student], [t.cuda() for t in teacher], TARGETS.cuda())[1]
     torch.testing.assert_close(cuda_terms.cpu(), cpu_terms, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device, dtype, scale", [
+    ("cpu", torch.bfloat16, 1.0),
+    # Gaps of ~40 over 32-128 channels: per-cell sums of 5e4-2e5, past float16's 65504.
+    pytest.param("cuda", torch.float16, 40.0, marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                         reason="needs CUDA")),
+])
+def test_loss_is_float32_under_autocast(device, dtype, scale):
+    # Under autocast a network hands over half-precision maps, and the loss's matmuls would run in half precision
+    # too: the loss must equal float32 arithmetic on the same values, gradients included.
+    fgd = make_fgd().to(device)
+    student = [(scale * f).to(device, dtype).requires_grad_() for f in make_feats(fgd.student_channels)]
+    teacher = [(scale * f).to(device, dtype) for f in make_feats(fgd.teacher_channels, seed=2)]
+    with torch.autocast(device, dtype=dtype):
+        loss, terms = fgd(student, teacher, TARGETS.to(device))
+    loss.backward()
+    student32 = [f.detach().float().requires_grad_() for f in student]
+    loss32, terms32 = fgd(student32, [f.float() for f in teacher], TARGETS.to(device))
+    loss32.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(terms, terms32, rtol=1e-6, atol=0)
+    for half, full in zip(student, student32):
+        torch.testing.assert_close(half.grad.float(), full.grad.to(dtype).float(), rtol=0, atol=0)

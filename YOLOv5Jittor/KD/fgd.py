@@ -189,13 +189,16 @@ class FGDLoss(nn.Module):
             )
 
     def execute(self, student_feats, teacher_feats, targets):
+        # This tree trains in float32 (no mixed precision): no autocast to switch off, as PyTorch's must.
+        return self.loss(student_feats, teacher_feats, targets)
+
+    def loss(self, student_feats, teacher_feats, targets):
         self._check_shapes(student_feats, teacher_feats, targets)
         batch = student_feats[0].shape[0]
         boxes, valid = pad_boxes(targets.detach().float32(), batch)
         total = jt.zeros(4)
         for level, (student, teacher) in enumerate(zip(student_feats, teacher_feats)):
-            # float32 because half-precision sums over whole maps overflow under mixed precision
-            student = self.align[level](student).float32()
+            student = self.align[level](student.float32())
             teacher = teacher.detach().float32()
             n, c, h, w = teacher.shape
             spatial_t, channel_t = attention(teacher, self.temp)

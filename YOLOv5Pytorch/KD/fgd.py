@@ -188,13 +188,18 @@ class FGDLoss(nn.Module):
             )
 
     def forward(self, student_feats, teacher_feats, targets):
+        # Float32 whatever autocast the caller runs: under it the matmuls below would run in half
+        # precision, and their sums over a map's channels can pass float16's range.
+        with torch.autocast(student_feats[0].device.type, enabled=False):
+            return self.loss(student_feats, teacher_feats, targets)
+
+    def loss(self, student_feats, teacher_feats, targets):
         self._check_shapes(student_feats, teacher_feats, targets)
         batch = student_feats[0].shape[0]
         boxes, valid = pad_boxes(targets.detach().to(student_feats[0].device, torch.float32), batch)
         total = boxes.new_zeros(4)
         for level, (student, teacher) in enumerate(zip(student_feats, teacher_feats)):
-            # float32 because half-precision sums over whole maps overflow under autocast
-            student = self.align[level](student).float()
+            student = self.align[level](student.float())
             teacher = teacher.detach().float()
             n, c, h, w = teacher.shape
             spatial_t, channel_t = attention(teacher, self.temp)
