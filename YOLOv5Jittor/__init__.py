@@ -2,6 +2,7 @@
 defaults are set here, before any module of this package imports jittor; values the user exported win."""
 import glob
 import os
+import sys
 
 # A CUDA toolkit without a GPU (or its runtime) makes jittor's import fail while probing CUDA: build for the CPU.
 if not glob.glob("/dev/nvidia[0-9]*"):
@@ -28,6 +29,19 @@ def _link_system_onednn(jittor_lib):
 
 os.environ.setdefault("log_silent", "1")
 import jittor_utils  # noqa: E402  (reads log_silent; light: it compiles nothing)
+
+
+def _log_error(*msg):
+    """Jittor's error lines, which log_silent would hide with its chatter. One ends the process: when its compile
+    flags change, Jittor rebuilds its core during the import, logs that the command must be run again and exits
+    with status 0, which left a script silent and apparently successful."""
+    text = "".join(str(m() if callable(m) else m) for m in msg)
+    if "please rerun" in text:
+        raise SystemExit(f"Jittor rebuilt its core library (its compiler or compile flags changed): {text}")
+    print(f"Jittor error: {text}", file=sys.stderr)
+
+
+jittor_utils.LOG.e = _log_error
 
 # use_mkl=1 without oneDNN in place makes jittor download one (offline: the import fails). Jittor's home is
 # $JITTOR_HOME, else the one it recorded the last time JITTOR_HOME was set, else ~.
