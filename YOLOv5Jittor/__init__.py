@@ -3,6 +3,7 @@ defaults are set here, before any module of this package imports jittor; values 
 import glob
 import os
 import sys
+import warnings
 
 # A CUDA toolkit without a GPU (or its runtime) makes jittor's import fail while probing CUDA: build for the CPU.
 if not glob.glob("/dev/nvidia[0-9]*"):
@@ -26,6 +27,10 @@ def _link_system_onednn(jittor_lib):
         return os.path.exists(jittor_lib)
     return True
 
+
+# Jittor builds its CPU kernels with -Ofast, and loading one sets the whole process to flush subnormal floats to
+# zero; numpy then warns, once, that float64's smallest subnormal is zero. Expected here (QuestionAndAnswer.md).
+warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
 
 os.environ.setdefault("log_silent", "1")
 import jittor_utils  # noqa: E402  (reads log_silent; light: it compiles nothing)
