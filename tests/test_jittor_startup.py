@@ -6,9 +6,8 @@ import sys
 import jittor_utils
 import pytest
 
-from yolocore.config import ROOT
-
 import YOLOv5Jittor  # noqa: F401  (installs the error hook)
+from yolocore.config import ROOT
 
 
 def test_jittors_rerun_request_ends_the_script_with_an_error_not_silently():
