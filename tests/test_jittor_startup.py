@@ -3,10 +3,12 @@ warning about the subnormal flushing that Jittor's -Ofast kernels switch on is n
 import subprocess
 import sys
 
+# isort: off
+import YOLOv5Jittor  # noqa: F401  (sets log_silent, which jittor_utils reads once, and installs the error hook)
 import jittor_utils
+# isort: on
 import pytest
 
-import YOLOv5Jittor  # noqa: F401  (installs the error hook)
 from yolocore.config import ROOT
 
 
