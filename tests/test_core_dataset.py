@@ -108,6 +108,14 @@ def test_parse_label_file_backgrounds_and_unbounded_classes(tmp_path):
     assert messages == [] and labels[0, 0] == 70
 
 
+def test_label_files_and_image_lists_may_start_with_a_byte_order_mark(tmp_path):
+    labels, messages = parse_label_file(write_labels(tmp_path / "bom.txt", "\ufeff1 0.5 0.5 0.2 0.2\n"), nc=3)
+    assert messages == [] and labels.tolist() == [[1, 0.5, 0.5, pytest.approx(0.2), pytest.approx(0.2)]]
+    image = write_image(tmp_path / "a.jpg")
+    (tmp_path / "list.txt").write_text("\ufeffa.jpg\n", encoding="utf-8")
+    assert list_image_files(tmp_path / "list.txt") == ([str(image)], [])
+
+
 def test_parse_label_file_unreadable_raises_naming_it(tmp_path):
     path = tmp_path / "bin.txt"
     path.write_bytes(b"\xff\xfe\x00\x81garbage")

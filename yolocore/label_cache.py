@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 
-VERSION = 2
+VERSION = 3  # bump whenever parsing changes: 3 reads label files that start with a byte-order mark
 
 
 def file_stamp(f):

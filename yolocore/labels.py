@@ -39,7 +39,7 @@ def list_image_files(sources):
             files += sorted(os.path.abspath(f) for f in p.rglob("*") if _is_image(f) and f.is_file())
         elif p.is_file() and p.suffix.lower() == ".txt":
             try:
-                lines = p.read_text(encoding="utf-8").splitlines()
+                lines = p.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is not a path
             except (OSError, UnicodeDecodeError) as e:
                 raise DatasetError(f"{p}: cannot read image list ({e})") from e
             for lineno, line in enumerate(lines, 1):
@@ -118,7 +118,7 @@ def parse_label_file(path, nc=None):
     if not path.exists():
         return np.zeros((0, 5), np.float32), []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Windows editors may start the file with a byte-order mark
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read label file ({e})") from e
     rows, messages, first_seen = [], [], {}
