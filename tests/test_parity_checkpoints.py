@@ -203,6 +203,21 @@ def test_checkpoints_with_code_or_garbage_are_refused(tmp_path, loader, capsys):
         loader(tmp_path / "nothing.pkl")
 
 
+@pytest.mark.parametrize("loader", [torch_load_checkpoint, jt_load_checkpoint], ids=["pytorch", "jittor"])
+def test_truncated_checkpoints_are_called_truncated(tmp_path, loader):
+    # What an interrupted copy or download leaves, in each tree's format.
+    ckpt = {"model": {"w": np.arange(4096, dtype=np.float32)}, "yaml": {}, "nc": 1, "names": ["a"]}
+    torch.save({**ckpt, "model": {"w": torch.from_numpy(ckpt["model"]["w"])}}, tmp_path / "whole.pt")
+    (tmp_path / "whole.pkl").write_bytes(pickle.dumps(ckpt))
+    for name in ("whole.pt", "whole.pkl"):
+        data = (tmp_path / name).read_bytes()
+        for size in (len(data) // 2, 100, 0):
+            cut = tmp_path / f"cut{size}_{name}"
+            cut.write_bytes(data[:size])
+            with pytest.raises(ValueError, match=f"cut{size}_{name}: truncated.*copy it again"):
+                loader(cut)
+
+
 # ---------------------------------------------------------------- ultralytics YOLOv5's own .pt files
 
 

@@ -166,11 +166,18 @@ def read_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        zip_start = f.read(4) == b"PK\x03\x04"
+    if zip_start and not is_zip:  # a zip's directory is at its end: what an interrupted copy loses first
+        raise ValueError(f"{path}: truncated or damaged (a .pt zip file without its end); copy it again")
     try:
-        return read_torch_checkpoint(path) if zipfile.is_zipfile(path) else read_pickle_checkpoint(path)
+        return read_torch_checkpoint(path) if is_zip else read_pickle_checkpoint(path)
     except CheckpointFormatError as e:
         raise ValueError(f"{path}: not a checkpoint of this project ({e})") from e
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as e:
+        if isinstance(e, EOFError) or "truncated" in str(e):
+            raise ValueError(f"{path}: truncated (the file ends before its data does); copy it again") from e
         raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
 
 
