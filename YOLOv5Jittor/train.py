@@ -64,6 +64,7 @@ from YOLOv5Jittor.utils.framework import (
     init_seeds,
     load_optimizer_state,
     main_process_first,
+    mixed_precision,
     optimizer_state,
     parallel,
     state_dict_from_numpy,
@@ -176,7 +177,7 @@ def train_one_epoch(ctx, epoch):
                 group["lr"], group["momentum"] = lr, momentum
         im = images_to_tensor(imgs, device)
         targets = jt.array(targets)
-        with autocast(device):
+        with autocast(device, ctx["amp"]):
             if fgd is None:
                 preds = model(im)
             else:
@@ -241,6 +242,7 @@ def resume_options(opt):
     resumed.device, resumed.workers = opt.device or resumed.device, opt.workers
     resumed.cache = opt.cache or vars(resumed).get("cache", "")
     resumed.sync_bn = opt.sync_bn or vars(resumed).get("sync_bn", False)
+    resumed.noamp = vars(resumed).get("noamp", False)  # the run's own precision, also when --noamp is given now
     return resumed, ckpt
 
 
@@ -303,13 +305,14 @@ def setup(opt):
             autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)
 
     trained = [model] + ([fgd] if fgd is not None else [])
+    amp = mixed_precision(device, opt.noamp)
     ctx = dict(opt=opt, hyp=hyp, device=device, model=model, teacher=teacher, fgd=fgd, names=names,
                optimizer=build_optimizer(trained, hyp, scaled_weight_decay(hyp, opt.batch_size)),
                lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), ema=ModelEMA(model),
                accumulate=max(round(NBS / opt.batch_size), 1), save_dir=save_dir,
                compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, data["nc"], opt.imgsz)),
                train_loader=train_loader, val_loader=val_loader, start_epoch=0, best_fitness=-1.0, best_epoch=-1,
-               training=training_record(ckpt, describe_device(device, world_size)))
+               amp=amp, training=training_record(ckpt, describe_device(device, world_size, amp)))
     if ckpt:
         ctx["start_epoch"], ctx["best_fitness"], ctx["best_epoch"] = restore(ctx, ckpt)
         if rank == 0:
@@ -332,7 +335,7 @@ def end_epoch(ctx, epoch, losses, started):
     measured = not opt.noval or epoch + 1 == opt.epochs
     if measured:
         metrics, _ = validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"],
-                                  compute_loss=ctx["compute_loss"])
+                                  compute_loss=ctx["compute_loss"], amp=ctx["amp"])
     else:
         metrics = (float("nan"),) * 7  # a gap in results.png, not a fake zero
     fit = float(fitness(np.array(metrics[:4])[None])[0])
@@ -371,7 +374,7 @@ def train(opt):
         print(f"\nValidating {best_path} (epoch {ctx['best_epoch'] + 1}):")
         ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
         validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,
-                     verbose=True, save_json=True)
+                     verbose=True, save_json=True, amp=ctx["amp"])
         print(f"Results saved to {save_dir}")
     close_distributed()
     return save_dir

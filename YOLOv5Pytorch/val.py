@@ -18,14 +18,15 @@ from yolocore.config import increment_path, load_data_yaml
 from yolocore.evaluation import Evaluator
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.dataloader import create_dataloader
-from YOLOv5Pytorch.utils.framework import autocast, images_to_tensor, select_device
+from YOLOv5Pytorch.utils.framework import autocast, images_to_tensor, mixed_precision, select_device
 from YOLOv5Pytorch.utils.general import non_max_suppression
 
 
 def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,
-        save_dir=None, plots=False, verbose=False, save_json=False):
+        save_dir=None, plots=False, verbose=False, save_json=False, amp=True):
     """Returns ((P, R, mAP50, mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,)). save_json adds
-    COCO's evaluation and its json files in save_dir."""
+    COCO's evaluation and its json files in save_dir; amp=False keeps float32 where the tree would use mixed
+    precision."""
     model.eval()
     evaluator = Evaluator(names, plots, save_dir, save_json)
     loss = np.zeros(3)
@@ -33,7 +34,7 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
                                              leave=False):
         im = images_to_tensor(imgs, device)
         targets = targets.to(device)
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, amp):
             preds, train_out = model(im)
             if compute_loss:
                 loss += compute_loss(train_out, targets)[1].cpu().numpy()
@@ -61,7 +62,8 @@ def main(opt):
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,
-                     save_dir=save_dir, plots=True, verbose=True, save_json=opt.save_json)
+                     save_dir=save_dir, plots=True, verbose=True, save_json=opt.save_json,
+                     amp=mixed_precision(device, opt.noamp))
     print(f"Results saved to {save_dir}")
     return results
 

@@ -76,8 +76,8 @@ def test_train_options_are_one_parser_with_each_trees_defaults(capsys, module):
     assert module.parse_opt(["--mode", "KD", "--resume"]).resume == "last"
     opt = module.parse_opt([])
     assert opt.hyp == str(module.TREE / "hyp.scratch-low.yaml")
-    assert (opt.mode, opt.epochs, opt.batch_size, opt.imgsz, opt.cache) == ("train", 100, 16, 640, "")
-    assert module.parse_opt(["--cache"]).cache == "ram"
+    assert (opt.mode, opt.epochs, opt.batch_size, opt.imgsz, opt.cache, opt.noamp) == ("train", 100, 16, 640, "", False)
+    assert module.parse_opt(["--cache"]).cache == "ram" and module.parse_opt(["--noamp"]).noamp
     with pytest.raises(SystemExit):
         module.parse_opt(["--help"])
     assert f"continue a run: its last{module.SUFFIX}, its folder" in " ".join(capsys.readouterr().out.split())

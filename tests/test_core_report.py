@@ -15,7 +15,7 @@ from yolocore.evaluation import Evaluator, write_per_class_csv
 from yolocore.recipe import results_row
 from yolocore.report import load_run, seeded_name, write_report
 from yolocore.results import append_results
-from yolocore.training_record import add_epoch, training_record
+from yolocore.training_record import add_epoch, describe_device, training_record
 
 NAMES = ["a", "b", "c"]
 
@@ -91,6 +91,12 @@ def test_report_table_gain_and_plots(tmp_path):
     assert "Tiny protocol." in md and "python YOLOv5Pytorch/train.py --name student" in md
     for png in ("map50_curves.png", "class_ap50.png"):
         assert (tmp_path / "out" / png).stat().st_size > 0
+
+
+def test_the_device_says_when_it_trains_in_mixed_precision():
+    plain = describe_device("cpu")
+    assert plain.startswith("CPU, ") and describe_device("cpu", amp=True) == f"{plain}, AMP"
+    assert describe_device("cpu", processes=2, amp=True) == f"2 x {plain}, AMP"
 
 
 def test_a_hand_run_reports_the_time_and_device_its_checkpoint_recorded(tmp_path):
@@ -238,6 +244,10 @@ def test_presets_and_run_plan(tmp_path):
     assert t_argv[t_argv.index("--imgsz") + 1] == "256" and "--exist-ok" in t_argv and "--cache" not in t_argv
     cached = study.run_plan(study.parse_opt(["--cache", "--project", str(tmp_path)]), ".pt")
     assert all(argv[argv.index("--cache") + 1] == "ram" for _, argv in cached)
+    assert "--noamp" not in t_argv
+    float32 = study.parse_opt(["--noamp", "--project", str(tmp_path)])
+    assert all("--noamp" in argv for _, argv in study.run_plan(float32, ".pt"))
+    assert "--noamp" in study.protocol_line(float32) and "--noamp" not in study.protocol_line(opt)
 
     repeated = study.run_plan(study.parse_opt(["--reduced", "--seed", "3", "--repeats", "2", "--project",
                                                  str(tmp_path), "--runs", *study.RUN_NAMES]), ".pkl")

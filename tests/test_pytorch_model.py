@@ -22,7 +22,7 @@ from yolocore.synthetic import make_synthetic_dataset
 from YOLOv5Pytorch import train, val
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from YOLOv5Pytorch.utils.framework import ModelEMA, init_seeds
+from YOLOv5Pytorch.utils.framework import ModelEMA, autocast, init_seeds, mixed_precision
 from YOLOv5Pytorch.utils.general import non_max_suppression
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -389,6 +389,21 @@ def test_ema_moves_toward_the_model():
     gap_before = sum((before[k] - msd[k]).abs().sum() for k in msd if msd[k].dtype.is_floating_point)
     gap_after = sum((ema.ema.state_dict()[k] - msd[k]).abs().sum() for k in msd if msd[k].dtype.is_floating_point)
     assert gap_after < gap_before * (d + 1e-3)
+
+
+def test_mixed_precision_is_for_cuda_unless_noamp():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (mixed_precision(cpu), mixed_precision(cuda), mixed_precision(cuda, noamp=True)) == (False, True, False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_noamp_keeps_a_cuda_model_in_float32():
+    device = torch.device("cuda")
+    model = Model("yolov5n.yaml", nc=3).to(device)
+    im = torch.zeros(2, 3, 64, 64, device=device)
+    for amp, dtype in ((mixed_precision(device), torch.float16), (mixed_precision(device, noamp=True), torch.float32)):
+        with autocast(device, amp):
+            assert model(im)[0].dtype == dtype
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -107,6 +107,10 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch
     killed = tmp_path / "killed"
     before = tree.ckpt.load_checkpoint(weights(killed, "last", tree))
     assert before["epoch"] == 1 and before["training"]["epochs"] == 2
+    # As a tree from before --noamp wrote it: the run keeps its own precision, whatever the resuming command says.
+    older = {**before, "opt": {k: v for k, v in before["opt"].items() if k != "noamp"}}
+    tree.ckpt.save_checkpoint({k: v for k, v in older.items() if k != "path"}, weights(killed, "last", tree))
+    assert not tree.train.resume_options(tree.train.parse_opt(["--resume", str(killed), "--noamp"]))[0].noamp
     monkeypatch.undo()
     capsys.readouterr()
     tree.train.train(tree.train.parse_opt(["--resume", str(killed), "--workers", "0"]))  # the run folder will do

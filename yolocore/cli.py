@@ -45,6 +45,8 @@ def _int_at_least(text, low):
 
 
 DEFAULT_CFG = "yolov5s.yaml"
+NOAMP_HELP = ("float32 on CUDA too, without mixed precision (the PyTorch tree's default there; the Jittor tree always "
+              "runs float32): for comparing the two trees like with like")
 
 
 def parse_train_options(argv, description, hyp, suffix, launcher, deterministic_help):
@@ -82,6 +84,7 @@ def parse_train_options(argv, description, hyp, suffix, launcher, deterministic_
                    help="calibration run: starting weights x (1 + SCALE N(0, 1)); 1e-7 is float32 rounding")
     p.add_argument("--sync-bn", action="store_true", help=f"BatchNorm statistics over all processes ({launcher})")
     p.add_argument("--deterministic", action="store_true", help=deterministic_help)
+    p.add_argument("--noamp", action="store_true", help=NOAMP_HELP)
     opt = p.parse_args(argv)
     if opt.mode == "KD" and not opt.teacher and not opt.resume:
         p.error("--mode KD needs --teacher CKPT")
@@ -108,6 +111,7 @@ def parse_val_options(argv, description):
     p.add_argument("--save-json", action="store_true",
                    help="also evaluate as COCO does (pycocotools: AP, AP50, AP75, AP small/medium/large, AR) "
                    "and write annotations.json, predictions.json and coco.csv")
+    p.add_argument("--noamp", action="store_true", help=NOAMP_HELP)
     return p.parse_args(argv)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from yolocore.checkpoint_io import SUFFIXES, read_checkpoint
-from yolocore.cli import non_negative_int, positive_int
+from yolocore.cli import NOAMP_HELP, non_negative_int, positive_int
 from yolocore.config import ROOT, load_data_yaml, load_hyp, load_model_cfg, load_yaml, save_yaml
 from yolocore.report import (
     RERUN_PERTURBATION,
@@ -87,6 +87,7 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--repeats", type=positive_int, default=1,
                    help="student / FGD-student pairs, at seeds seed, seed+1, ...: the FGD gain over several seeds")
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
+    p.add_argument("--noamp", action="store_true", help="train.py and val.py --noamp: " + NOAMP_HELP)
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
     p.add_argument("--runs", nargs="+", choices=RUN_NAMES, default=list(DEFAULT_RUNS),
                    help="the runs to train now (with --repeats, those of every seed), e.g. the teacher and the "
@@ -119,6 +120,7 @@ def run_plan(opt, suffix):
               "--project", opt.project, "--exist-ok"]
     common += ["--hyp", opt.hyp] if opt.hyp else []
     common += ["--noval"] if opt.noval else []
+    common += ["--noamp"] if opt.noamp else []
     common += ["--cache", opt.cache] if opt.cache else []
     student = model_cfg(opt.student_cfg, opt.student_width, opt.project)
     best_teacher = opt.teacher or str(Path(opt.project) / "teacher" / "weights" / f"best{suffix}")
@@ -205,7 +207,7 @@ def protocol_line(opt):
     teacher = f" The teacher, trained elsewhere: `{opt.teacher}`." if opt.teacher else ""
     return (f"{kind}: data `{opt.data}`, imgsz {opt.imgsz}, batch {opt.batch_size}, epochs {opt.epochs} (from "
             f"scratch), {seeds}, {Path(opt.hyp).name if opt.hyp else 'hyp.scratch-low.yaml'}"
-            f"{', --noval' if opt.noval else ''}.{teacher}")
+            f"{', --noval' if opt.noval else ''}{', --noamp' if opt.noamp else ''}.{teacher}")
 
 
 def check_teacher(path, data):
@@ -233,7 +235,7 @@ def validate_run(tree, run_dir, opt):
     argv = ["--weights", str(Path(run_dir) / "weights" / f"best{tree.suffix}"), "--data", opt.data,
             "--imgsz", str(opt.imgsz), "--batch-size", str(opt.batch_size * 2), "--device", opt.device,
             "--workers", str(opt.workers), "--project", str(Path(run_dir).parent), "--name", Path(run_dir).name,
-            "--exist-ok", "--save-json"]
+            "--exist-ok", "--save-json", *(["--noamp"] if opt.noamp else [])]
     tree.val(tree.val_parse_opt(argv))
 
 

@@ -178,8 +178,12 @@ def init_seeds(seed=0, deterministic=False):
     jt.set_global_seed(seed, different_seed_for_mpi=False)
 
 
-def autocast(device):
-    """Jittor trains in float32 here: mixed precision is a PyTorch-tree feature (CUDA)."""
+def mixed_precision(device, noamp=False):
+    """Never: this tree trains and validates in float32, on a GPU too (mixed precision is a PyTorch-tree feature)."""
+    return False
+
+
+def autocast(device, enabled=True):
     return contextlib.nullcontext()
 
 

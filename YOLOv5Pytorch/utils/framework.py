@@ -113,13 +113,18 @@ def init_seeds(seed=0, deterministic=False):
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
 
 
-def autocast(device):
-    """Mixed precision on CUDA only: CPU bf16 autocast changes numerics without a speed-up here."""
-    return torch.autocast(device_type=device.type, enabled=device.type == "cuda")
+def mixed_precision(device, noamp=False):
+    """Whether to train and validate under autocast: on CUDA unless --noamp. Not on the CPU, where bf16 autocast
+    changes numerics without a speed-up here."""
+    return device.type == "cuda" and not noamp
 
 
-def grad_scaler(device):
-    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+def autocast(device, enabled=True):
+    return torch.autocast(device_type=device.type, enabled=enabled and mixed_precision(device))
+
+
+def grad_scaler(device, enabled=True):
+    return torch.amp.GradScaler("cuda", enabled=enabled and mixed_precision(device))
 
 
 def images_to_tensor(imgs, device):
