@@ -337,6 +337,7 @@ def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path
         for k in ("--epochs", "--imgsz", "--batch-size", "--seed"):
             p.add_argument(k, type=int)
         p.add_argument("--perturb", type=float, default=0.0)
+        p.add_argument("--noamp", action="store_true")
         return p.parse_args(argv)
 
     run = fake_run(tmp_path / "run", [0.1, 0.2])  # opt.yaml: yolov5n.yaml, train, 2 epochs, imgsz 64, batch 8
@@ -351,6 +352,8 @@ def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path
     # opt.yaml of a run before --perturb existed: it ran unperturbed, so it is no rerun
     with pytest.raises(ValueError, match="perturb 0.0 \\(wanted 1e-07\\)"):
         study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5n.yaml", "--perturb", "1e-7"], parse_opt)
+    with pytest.raises(ValueError, match="noamp False \\(wanted True\\)"):  # and before --noamp: mixed precision
+        study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5n.yaml", "--noamp"], parse_opt)
 
 
 def test_comparison_gives_each_studys_coco_figures_and_their_difference(tmp_path):

@@ -45,8 +45,8 @@ REDUCED = dict(imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", 
                teacher_width=None, student_width=0.125)
 RUN_NAMES = tuple(RUNS)  # the order they run in: the FGD student needs the teacher
 DEFAULT_RUNS = ("teacher", "student", "student_fgd")
-CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed", "perturb")  # a run reused must match these
-OLDER_RUNS_LACK = {"perturb": 0.0}  # options that runs of older trees did not record, at the value they ran with
+CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed", "perturb", "noamp")  # a reused run matches these
+OLDER_RUNS_LACK = {"perturb": 0.0, "noamp": False}  # options runs of older trees did not record, at their values
 
 
 @dataclass

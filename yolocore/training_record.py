@@ -12,7 +12,7 @@ from pathlib import Path
 
 def describe_device(device, processes=1, amp=False):
     """The GPU's name, or the CPU's model and core count; 'N x ...' for N processes (torchrun, mpirun); ', AMP' when
-    it trains in mixed precision, which roughly halves a GPU's time per epoch."""
+    it trains in mixed precision, so that reports tell such runs from float32 ones."""
     if str(device).startswith("cuda"):
         index = str(device).partition(":")[2] or "0"
         try:
