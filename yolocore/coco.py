@@ -8,10 +8,11 @@ import contextlib
 import importlib.util
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from yolocore.config import write_text_atomically
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -79,12 +80,6 @@ def coco_evaluate(ground_truth, detections):
     return np.asarray(evaluator.stats, dtype=np.float64), summary.getvalue().rstrip()
 
 
-def _write_atomically(path, text):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a reader never sees half a file
-
-
 def save_coco(recorder, save_dir):
     """Writes annotations.json (ground truth), predictions.json (detections) and coco.csv (the 12 figures) to
     save_dir, prints pycocotools' summary, and returns the figures by name. pycocotools reads the two json files
@@ -93,8 +88,8 @@ def save_coco(recorder, save_dir):
     only, and None."""
     save_dir = Path(save_dir)
     ground_truth, detections = recorder.to_coco()
-    _write_atomically(save_dir / "annotations.json", json.dumps(ground_truth))
-    _write_atomically(save_dir / "predictions.json", json.dumps(detections))
+    write_text_atomically(save_dir / "annotations.json", json.dumps(ground_truth))
+    write_text_atomically(save_dir / "predictions.json", json.dumps(detections))
     if not ground_truth["annotations"]:
         print(f"COCO evaluation: no labelled objects; {len(detections)} detections written to predictions.json")
         return None
@@ -103,7 +98,8 @@ def save_coco(recorder, save_dir):
               "annotations.json and predictions.json are written")
         return None
     stats, summary = coco_evaluate(ground_truth, detections)
-    _write_atomically(save_dir / "coco.csv", ",".join(STAT_NAMES) + "\n" + ",".join(f"{v:.6g}" for v in stats) + "\n")
+    figures = ",".join(f"{v:.6g}" for v in stats)
+    write_text_atomically(save_dir / "coco.csv", ",".join(STAT_NAMES) + "\n" + figures + "\n")
     print(f"COCO evaluation (pycocotools; at most 100 detections an image; areas in original pixels):\n{summary}")
     return dict(zip(STAT_NAMES, stats.tolist()))
 

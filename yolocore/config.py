@@ -45,6 +45,14 @@ def load_yaml(path):
     return data
 
 
+def write_text_atomically(path, text):
+    """Write through a temporary file and a rename: a reader (a report, a study beside it) never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def save_yaml(path, data):
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(data, f, sort_keys=False)

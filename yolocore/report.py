@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from yolocore.checkpoint_io import SUFFIXES, read_checkpoint
 from yolocore.cli import run_script
 from yolocore.coco import read_coco_csv
-from yolocore.config import load_model_cfg, load_yaml
+from yolocore.config import load_model_cfg, load_yaml, write_text_atomically
 from yolocore.metrics import fitness
 from yolocore.training_record import epoch_seconds
 
@@ -378,9 +378,7 @@ def write_report(project, out=None, names=None):
     if commands:
         lines += ["## Commands", "", "```bash", *commands, "```", ""]
     path = out / "study.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, "\n".join(lines))
     return path
 
 

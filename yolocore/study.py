@@ -27,7 +27,15 @@ from typing import Callable
 
 from yolocore.checkpoint_io import SUFFIXES, read_checkpoint
 from yolocore.cli import NOAMP_HELP, non_negative_int, positive_int
-from yolocore.config import ROOT, load_data_yaml, load_hyp, load_model_cfg, load_yaml, save_yaml
+from yolocore.config import (
+    ROOT,
+    load_data_yaml,
+    load_hyp,
+    load_model_cfg,
+    load_yaml,
+    save_yaml,
+    write_text_atomically,
+)
 from yolocore.report import (
     RERUN_PERTURBATION,
     RUNS,
@@ -192,9 +200,7 @@ class StudyLog:
 
     def save(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1), encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomically(self.path, json.dumps(self.data, indent=1))
 
 
 def protocol_line(opt):
