@@ -288,10 +288,11 @@ def setup(opt):
     with main_process_first(rank):
         train_loader, dataset = create_dataloader(data["train"], opt.imgsz, batch_size, data["nc"], hyp, augment=True,
                                                   shuffle=True, seed=opt.seed, workers=opt.workers, prefix="train: ",
-                                                  rank=rank, world_size=world_size, cache_images=bool(opt.cache))
+                                                  rank=rank, world_size=world_size, cache_images=bool(opt.cache),
+                                                  persistent=True)
         val_loader = create_dataloader(data["val"], opt.imgsz, batch_size * 2, data["nc"], seed=opt.seed,
                                        workers=opt.workers, prefix="val: ", cache_images=bool(opt.cache),
-                                       rect=True)[0] if rank == 0 else None
+                                       rect=True, persistent=True)[0] if rank == 0 else None
     # The run folder comes last, once the data's labels and image size are checked: a failed start leaves none.
     if rank == 0:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
@@ -366,6 +367,7 @@ def train(opt):
         losses = train_one_epoch(ctx, epoch)
         if end_epoch(ctx, epoch, losses, started):
             break
+    ctx["train_loader"].close()  # its workers have loaded batches of an epoch that will not run
 
     if ctx["rank"] == 0:
         print(f"\n{epoch + 1 - ctx['start_epoch']} epochs completed in {(time.time() - start) / 3600:.3f} hours.")
@@ -375,6 +377,7 @@ def train(opt):
         ctx["ema"].ema.load_state_dict(load_checkpoint(best_path)["ema"])
         validate.run(ctx["ema"].ema, ctx["val_loader"], ctx["names"], ctx["device"], save_dir=save_dir, plots=True,
                      verbose=True, save_json=True, amp=ctx["amp"])
+        ctx["val_loader"].close()
         print(f"Results saved to {save_dir}")
     close_distributed()
     return save_dir

@@ -39,7 +39,7 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
             if compute_loss:
                 loss += compute_loss(train_out, targets)[1].cpu().numpy()
             out = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, max_det=max_det)
-        evaluator.add_batch(imgs, targets.cpu().numpy(), [o.cpu().numpy() for o in out], paths, shapes)
+        evaluator.add_batch(imgs.numpy(), targets.cpu().numpy(), [o.cpu().numpy() for o in out], paths, shapes)
     metrics, maps = evaluator.summary(verbose)
     return (*metrics, *(loss / len(dataloader)).tolist()), maps
 

@@ -130,7 +130,7 @@ class FirstBatches:
 
     def __init__(self, loader, n):
         self.loader, self.n = loader, min(n, len(loader))
-        self.images = min(self.n * loader.batch_size, len(loader.dataset))
+        self.images = min(self.n * loader.batch_sampler.batch_size, len(loader.dataset))
 
     def __len__(self):
         return self.n
@@ -162,7 +162,8 @@ def measure(cfg, args):
                                   shuffle=True, workers=args.workers, prefix="bench: ", cache_images=bool(args.cache))
     set_epoch(loader, 1)
     batches = min(args.e2e_batches or len(loader), len(loader))
-    e2e_images = min(batches * loader.batch_size, len(loader.dataset))  # batches come in order; the last may be short
+    # Batches come in order; the last may be short.
+    e2e_images = min(batches * loader.batch_sampler.batch_size, len(loader.dataset))
     e2e = timed(device, epoch_steps, ctx, loader, device, batches)
 
     evaluated = ctx["ema"].ema.eval()

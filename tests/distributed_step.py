@@ -21,8 +21,7 @@ def main(tree, out, argv):
         from YOLOv5Pytorch import train
         from YOLOv5Pytorch.utils.framework import state_dict_to_numpy
     ctx = train.setup(train.parse_opt(argv))
-    ctx["train_loader"].sampler.set_epoch(0)
-    seen = np.array(list(ctx["train_loader"].sampler))
+    seen = ctx["train_loader"].batch_sampler.order(0)
     train.train_one_epoch(ctx, 0)
     arrays = {}
     for part in ("model", "fgd"):

@@ -23,3 +23,10 @@ def resident_mb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0
+
+
+def parent_of(pid):
+    """The parent's pid, 0 once the process has ended."""
+    with contextlib.suppress(OSError):
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return 0

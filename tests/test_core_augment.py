@@ -152,9 +152,8 @@ def test_augmented_items_keep_boxes_on_their_pixels(coloured_dataset, mosaic):
     ds = YoloDataset(coloured_dataset, imgsz=128, augment=True, hyp=dict(GEOMETRY_HYP, mosaic=mosaic), nc=3)
     inside = total = n_boxes = 0
     for epoch in range(3):
-        ds.set_epoch(epoch)
         for i in range(len(ds)):
-            img, labels, _, _ = ds[i]
+            img, labels, _, _ = ds[epoch, i]
             assert img.shape == (3, 128, 128)
             boxes = np.concatenate([labels[:, 1:2], xywhn2xyxy(labels[:, 2:], 128, 128)], 1)
             a, t = check_boxes_match_pixels(to_bgr(img), boxes, min_inside=0.0)

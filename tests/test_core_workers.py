@@ -1,17 +1,23 @@
 """Both trees' data-loading workers (yolocore.workers): started from a small fork server, they hold none of the
-trainer's memory, and an error in one reaches the training loop."""
+trainer's memory, an error in one reaches the training loop, and persistent ones live from one epoch to the next
+and load its first batches ahead, giving the batches a plain loader gives."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from processes import process_tree, resident_mb
+from noting_dataset import noting
+from processes import parent_of, process_tree, resident_mb
 
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags before anything imports jittor)
-from yolocore.config import load_data_yaml
+from yolocore.config import ROOT, load_data_yaml, load_hyp
+from yolocore.dataset import epoch_order
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.workers import EpochBatches
 from YOLOv5Jittor.utils.dataloader import create_dataloader as jittor_loader
 from YOLOv5Pytorch.utils.dataloader import create_dataloader as pytorch_loader
 
@@ -70,3 +76,93 @@ def test_workers_do_not_import_the_script_being_run(tmp_path, data, tree):
                                     data=str(data["yaml_file"])))
     subprocess.run([sys.executable, str(script)], check=True, timeout=300)
     assert marks.read_text().split() == ["__main__"]
+
+
+def test_epoch_batches_tag_each_epochs_order_with_its_epoch():
+    batches = EpochBatches(10, 4, seed=3, shuffle=True)
+    batches.set_epoch(2)
+    assert len(batches) == 3
+    expected = [[(2, i) for i in epoch_order(10, 3, 2)[s:s + 4].tolist()] for s in (0, 4, 8)]
+    assert list(batches) == expected
+    batches.endless = True
+    endless = iter(batches)
+    assert [next(endless) for _ in range(6)][3:] == [[(3, i) for i in epoch_order(10, 3, 3)[s:s + 4].tolist()]
+                                                      for s in (0, 4, 8)]
+    share = EpochBatches(10, 8, seed=3, shuffle=True, rank=1, world_size=2)
+    assert (len(share), share.batch_size) == (1, 5)
+    assert list(share) == [[(0, i) for i in epoch_order(10, 3, 0, rank=1, world_size=2).tolist()]]
+
+
+def augmented_loader(create_dataloader, data, persistent):
+    hyp = load_hyp(ROOT / "YOLOv5Pytorch" / "hyp.scratch-low.yaml")
+    return create_dataloader(data["train"], 64, 4, data["nc"], hyp, augment=True, shuffle=True, seed=5, workers=2,
+                             persistent=persistent)
+
+
+def images_of(batches):
+    return [np.asarray(b[0]) for b in batches]
+
+
+@LOADERS
+def test_persistent_workers_give_a_plain_loaders_batches(data, create_dataloader):
+    """Epoch after epoch, after a pass left unfinished, and when set_epoch jumps ahead."""
+    plain, _ = augmented_loader(create_dataloader, data, persistent=False)
+    persistent, _ = augmented_loader(create_dataloader, data, persistent=True)
+    set_epoch = sys.modules[create_dataloader.__module__].set_epoch
+    expected = {}
+    for epoch in (0, 1, 2, 5):
+        set_epoch(plain, epoch)
+        expected[epoch] = images_of(plain)
+    got = []
+    for epoch in (0, 1, 2, 5):
+        set_epoch(persistent, epoch)
+        if epoch == 1:
+            next(iter(persistent))  # a pass broken off: the stream closes
+        got.append(images_of(persistent))
+    persistent.close()
+    for epoch, images in zip((0, 1, 2, 5), got, strict=True):
+        assert len(images) == len(expected[epoch]) == 6
+        assert all(np.array_equal(a, b) for a, b in zip(images, expected[epoch], strict=True)), epoch
+    assert not all(np.array_equal(a, b) for a, b in zip(expected[0], expected[1])), "epochs differ"
+
+
+def workers_of_a_pass(loader):
+    """The loader's worker processes, seen mid-pass."""
+    for i, _ in enumerate(loader):
+        if i == 1:
+            workers = set(process_tree(os.getpid())[1:])
+    return workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+@LOADERS
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "plain"])
+def test_persistent_workers_live_on_and_load_the_next_epoch_ahead(tmp_path, data, create_dataloader, persistent):
+    loader, dataset = augmented_loader(create_dataloader, data, persistent)
+    notes = tmp_path / "loaded.txt"
+    noting(dataset, notes)
+    first = workers_of_a_pass(loader)
+    deadline = time.monotonic() + 60
+    while persistent and "(1, " not in notes.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ahead = "(1, " in notes.read_text()  # an item of epoch 1, loaded before its pass began
+    second = workers_of_a_pass(loader)
+    loader.close()
+    assert len(first) >= 2
+    assert ahead == persistent and (first == second) == persistent, (ahead, first, second)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+@LOADERS
+def test_a_killed_worker_is_an_error_not_a_hang(data, create_dataloader):
+    """A worker killed mid-epoch (the kernel's OOM killer) loses the batches it held. The consumer gets an error,
+    and the next pass starts new workers."""
+    loader, _ = create_dataloader(data["train"], 128, 4, data["nc"], workers=2, persistent=True)
+    with pytest.raises(RuntimeError, match="worker"):
+        for i, _ in enumerate(loader):
+            if i == 0:
+                # Workers are the fork server's children, the test's grandchildren.
+                workers = [p for p in process_tree(os.getpid()) if parent_of(parent_of(p)) == os.getpid()]
+                os.kill(workers[0], signal.SIGKILL)
+    assert len(list(loader)) == 6
+    loader.close()

@@ -44,7 +44,7 @@ class YoloDataset:
             missing = [k for k in AUGMENT_KEYS if k not in (hyp or {})]
             if missing:
                 raise ValueError(f"augment=True needs hyp keys: {', '.join(missing)}")
-        self.imgsz, self.augment, self.hyp, self.seed, self.epoch = imgsz, augment, hyp, seed, 0
+        self.imgsz, self.augment, self.hyp, self.seed = imgsz, augment, hyp, seed
         candidates, list_messages = list_image_files(sources)
         if not candidates:
             raise DatasetError(f"{prefix}no images found in {sources}" + "".join(f"\n  {m}" for m in list_messages))
@@ -103,9 +103,6 @@ class YoloDataset:
     def __len__(self):
         return len(self.im_files)
 
-    def set_epoch(self, epoch):
-        self.epoch = int(epoch)
-
     def read_image(self, i):
         """BGR image i from its file, resized so its long side is imgsz."""
         im = imread(self.im_files[i])
@@ -159,10 +156,12 @@ class YoloDataset:
                                   scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
                                   border=(-s // 2, -s // 2))
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        """key: an index (the item of epoch 0) or (epoch, index), the item as that epoch augments it."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         index = range(len(self))[index]  # negative indices and IndexError as for a list
         hyp, shapes = self.hyp, None
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, int(epoch), index])
         if self.augment and rng.random() < hyp["mosaic"]:
             img, labels = self.load_mosaic(index, rng)
             if rng.random() < hyp["mixup"]:

@@ -2,7 +2,7 @@
 data-loading workers memory-map.
 
 Decoding a JPEG and resizing it is most of what an augmented item costs (a mosaic reads four images). Workers
-restart every epoch and receive the dataset by pickle: the cache travels as a file name, and the OS keeps one copy
+receive the dataset by pickle when they start: the cache travels as a file name, and the OS keeps one copy
 of the pixels in memory for every process. The file (raw pixels, .bin, and its index, .npz) lives beside the
 label cache and is reused for as long as the images, the image size and the resizing stay the same.
 """

@@ -1,8 +1,13 @@
-"""Where data-loading worker processes come from, in both trees."""
+"""Where data-loading worker processes come from, which batches they load, and how long they live, in both trees."""
 import contextlib
+import itertools
 import multiprocessing
 import sys
 import types
+
+from yolocore.dataset import epoch_order
+
+LOST_WORKER_HINT = "killed for memory? fewer --workers or a smaller --batch-size need less"
 
 
 def worker_context(preload):
@@ -25,7 +30,7 @@ def worker_context(preload):
 def hidden_main_script():
     """Workers started inside this do not import the script being run. multiprocessing has each child of a fork
     server, as each spawned process, import the main script before it starts: for train.py, torch or jittor and
-    every model module, in every worker at every epoch (Jittor's import alone takes seconds and claims a kernel
+    every model module, in every worker (Jittor's import alone takes seconds and claims a kernel
     cache of its own). The workers need only the dataset's modules. The script is hidden while the workers start,
     which is when multiprocessing reads it."""
     script = sys.modules["__main__"]
@@ -34,3 +39,71 @@ def hidden_main_script():
         yield
     finally:
         sys.modules["__main__"] = script
+
+
+class EpochBatches:
+    """The batches of yolocore.dataset.epoch_order, each a list of (epoch, index) keys of YoloDataset, so a worker
+    knows each item's epoch whenever it started; in a run of world_size processes, this process's share of the
+    order. Iterating gives the batches of epoch `epoch`, or with `endless`, of that epoch and all after it."""
+
+    def __init__(self, n, batch_size, seed, shuffle, rank=0, world_size=1):
+        self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
+        self.items = -(-n // world_size)
+        self.batch_size = min(batch_size, self.items)
+        self.epoch, self.endless = 0, False
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def order(self, epoch):
+        return epoch_order(self.n, self.seed, epoch, self.shuffle, self.rank, self.world_size)
+
+    def __len__(self):
+        return -(-self.items // self.batch_size)
+
+    def __iter__(self):
+        epochs = itertools.count(self.epoch) if self.endless else (self.epoch,)
+        for epoch in epochs:
+            order = self.order(epoch).tolist()
+            for start in range(0, len(order), self.batch_size):
+                yield [(epoch, i) for i in order[start:start + self.batch_size]]
+
+
+class EpochStream:
+    """A loader's batches, one epoch per pass, from a stream that open_stream() starts (a generator over the loaded
+    batches of `batches`, in order, that stops its workers when closed). Without persistent the stream serves one
+    epoch and closes, as a plain loader's workers do. With it the stream runs on through the epochs, so its
+    workers load the next epoch's first batches while the trainer validates, and the first step of an epoch need
+    not wait for workers to start and fill up; ultralytics' InfiniteDataLoader keeps its workers for that reason.
+    A pass left unfinished (a break, an error in the step) closes the stream, and a pass for another epoch than
+    the stream's next starts a new one: the batches are those of a plain loader whatever happens. A finished pass
+    moves `batches` on to the next epoch, so a loader read without set_epoch (validation) goes on in its stream."""
+
+    def __init__(self, batches, open_stream, persistent):
+        self.batches, self.open_stream, self.persistent = batches, open_stream, persistent
+        self.stream, self.stream_epoch = None, None
+
+    def __iter__(self):
+        epoch = self.batches.epoch
+        if self.stream is not None and self.stream_epoch != epoch:
+            self.close()
+        if self.stream is None:
+            self.batches.endless = self.persistent
+            self.stream, self.stream_epoch = self.open_stream(), epoch
+        finished = False
+        try:
+            for _ in range(len(self.batches)):
+                yield next(self.stream)
+            finished = True
+        finally:
+            if finished and self.persistent:
+                self.stream_epoch = epoch + 1
+            else:
+                self.close()
+        self.batches.set_epoch(epoch + 1)
+
+    def close(self):
+        if self.stream is not None:
+            self.stream.close()
+            self.stream, self.stream_epoch = None, None
+

@@ -128,8 +128,8 @@ def grad_scaler(device, enabled=True):
 
 
 def images_to_tensor(imgs, device):
-    """uint8 (B, 3, H, W) numpy -> float tensor in [0, 1] on the device."""
-    return torch.from_numpy(imgs).to(device, non_blocking=True).float() / 255
+    """uint8 (B, 3, H, W) numpy or tensor (the loader's, pinned on CUDA) -> float tensor in [0, 1] on the device."""
+    return torch.as_tensor(imgs).to(device, non_blocking=True).float() / 255
 
 
 def to_numpy(x):
