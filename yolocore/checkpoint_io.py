@@ -166,9 +166,8 @@ def read_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    is_zip = zipfile.is_zipfile(path)
     with open(path, "rb") as f:
-        zip_start = f.read(4) == b"PK\x03\x04"
+        zip_start, is_zip = f.read(4) == b"PK\x03\x04", zipfile.is_zipfile(f)
     if zip_start and not is_zip:  # a zip's directory is at its end: what an interrupted copy loses first
         raise ValueError(f"{path}: truncated or damaged (a .pt zip file without its end); copy it again")
     try:
