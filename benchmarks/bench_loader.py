@@ -1,9 +1,11 @@
 """Data loaders across epochs, read as train.py reads them: an epoch's training batches, then a validation pass
 (batches twice as large, rectangular), with each step replaced by a sleep of --step-ms (a GPU step leaves the CPU
 to the workers, as a sleep does). For loaders whose workers start anew every pass, and for persistent ones (what
-train.py uses), prints the seconds an epoch and its validation take and how long the epoch's first batch kept
-the step waiting, averaged over the epochs after the first (whose workers start in both cases). Prints figures
-only:
+train.py uses), prints the seconds an epoch and its validation take, how long the epoch's first batch kept the
+step waiting and how long each later one did on average, averaged over the epochs after the first (whose workers
+start in both cases). With a step longer than the workers take to load a batch (--step-ms 1500 on 2 cores), the
+later batches are ready when asked for, and their wait is what handing a batch over costs the trainer. Prints
+figures only:
 
     python benchmarks/bench_loader.py --data datasets/NWPU/NWPU.yaml --imgsz 512 --batch-size 32 --workers 2
 
@@ -23,7 +25,8 @@ from yolocore.config import ROOT, load_data_yaml, load_hyp
 
 
 def timed_epochs(tree, data, hyp, opt, persistent):
-    """Per epoch: (seconds of training batches, seconds of the validation pass, seconds waited for batch 0)."""
+    """Per epoch: (seconds of training batches, seconds of the validation pass, seconds waited for batch 0, mean
+    seconds waited for each later batch)."""
     train_loader, _ = tree.create_dataloader(data["train"], opt.imgsz, opt.batch_size, data["nc"], hyp, augment=True,
                                              shuffle=True, workers=opt.workers, cache_images=opt.cache,
                                              persistent=persistent)
@@ -33,15 +36,15 @@ def timed_epochs(tree, data, hyp, opt, persistent):
     for epoch in range(opt.epochs):
         tree.set_epoch(train_loader, epoch)
         started = asked = time.perf_counter()
-        first_wait = None
+        waits = []
         for _ in train_loader:
-            first_wait = time.perf_counter() - asked if first_wait is None else first_wait
+            waits.append(time.perf_counter() - asked)
             time.sleep(opt.step_ms / 1000)
             asked = time.perf_counter()
         trained = time.perf_counter()
         for _ in val_loader:
             time.sleep(opt.step_ms / 1000)
-        epochs.append((trained - started, time.perf_counter() - trained, first_wait))
+        epochs.append((trained - started, time.perf_counter() - trained, waits[0], statistics.mean(waits[1:])))
     train_loader.close()
     val_loader.close()
     return epochs
@@ -66,13 +69,13 @@ def main(argv=None):
     data, hyp = load_data_yaml(opt.data), load_hyp(ROOT / "YOLOv5Pytorch" / "hyp.scratch-low.yaml")
     print(f"{opt.framework} loaders, imgsz {opt.imgsz}, batch {opt.batch_size}, {opt.workers} workers, step "
           f"{opt.step_ms:g} ms, {'image cache' if opt.cache else 'image files'}; mean of epochs 2-{opt.epochs}:")
-    print(f"{'workers':>11} {'train s':>8} {'val s':>8} {'epoch s':>8} {'first batch s':>14}")
+    print(f"{'workers':>11} {'train s':>8} {'val s':>8} {'epoch s':>8} {'first batch s':>14} {'later batch ms':>15}")
     totals = {}
     for name, persistent in (("restarted", False), ("persistent", True)):
-        train_s, val_s, wait_s = (statistics.mean(column) for column in
-                                  zip(*timed_epochs(tree, data, hyp, opt, persistent)[1:]))
+        train_s, val_s, first_s, later_s = (statistics.mean(column) for column in
+                                            zip(*timed_epochs(tree, data, hyp, opt, persistent)[1:]))
         totals[name] = train_s + val_s
-        print(f"{name:>11} {train_s:8.2f} {val_s:8.2f} {totals[name]:8.2f} {wait_s:14.2f}")
+        print(f"{name:>11} {train_s:8.2f} {val_s:8.2f} {totals[name]:8.2f} {first_s:14.2f} {later_s * 1e3:15.1f}")
     print(f"persistent workers take {totals['persistent'] / totals['restarted']:.2f}x the time of an epoch")
 
 

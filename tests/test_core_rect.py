@@ -57,6 +57,8 @@ def test_rect_items_share_their_batch_shape_and_keep_boxes_on_their_pixels(tmp_p
         np.testing.assert_allclose(back[0], [x1, y1, x2, y2], atol=0.5)
     imgs, *_ = YoloDataset.collate_fn([ds[0], ds[1]])
     assert imgs.shape == (2, 3, 96, 160)
+    assert ds.largest_image() == (160, 160)  # what a worker's shared-memory slot must hold
+    assert YoloDataset(tmp_path / "images", imgsz=128, nc=1, cache=False).largest_image() == (128, 128)
 
 
 def test_rect_batches_are_for_validation_only(tmp_path):

@@ -78,6 +78,40 @@ def test_workers_do_not_import_the_script_being_run(tmp_path, data, tree):
     assert marks.read_text().split() == ["__main__"]
 
 
+INTERRUPTED = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import {tree}
+from yolocore.config import load_data_yaml
+from {tree}.utils.dataloader import create_dataloader
+data = load_data_yaml({data!r})
+loader, _ = create_dataloader(data["train"], 64, 4, data["nc"], workers=2, persistent=True)
+try:
+    for i, _ in enumerate(loader):
+        if i == 1:
+            os.killpg(0, signal.SIGINT)  # as Ctrl-C in a terminal: to every process of the group
+            time.sleep(10)
+except KeyboardInterrupt:
+    time.sleep(2)  # before the workers are stopped: one that took Ctrl-C as its own prints its traceback meanwhile
+    raise
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sends signals to a process group")
+@pytest.mark.parametrize("tree", ["YOLOv5Pytorch", "YOLOv5Jittor"])
+def test_ctrl_c_shows_the_trainers_traceback_alone(tmp_path, data, tree):
+    """The workers leave Ctrl-C to the trainer, which stops them, rather than each printing a traceback."""
+    script = tmp_path / "script.py"
+    script.write_text(INTERRUPTED.format(root=str(Path(__file__).resolve().parents[1]), tree=tree,
+                                         data=str(data["yaml_file"])))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         start_new_session=True)
+    assert run.returncode == -signal.SIGINT, run.stderr
+    assert run.stderr.startswith("Traceback") and run.stderr.count("Traceback") == 1, run.stderr
+    assert run.stderr.rstrip().endswith("KeyboardInterrupt") and "Process" not in run.stderr, run.stderr
+    assert "leaked" not in run.stderr  # shared memory the workers had
+
+
 def test_epoch_batches_tag_each_epochs_order_with_its_epoch():
     batches = EpochBatches(10, 4, seed=3, shuffle=True)
     batches.set_epoch(2)

@@ -1,13 +1,19 @@
 """The Jittor tree's own data loader: batches in order, and an error in the step that consumes them surfaces (an
 error in a worker: tests/test_core_workers.py)."""
+import os
+import shutil
+import signal
 import threading
 
 import numpy as np
 import pytest
+from processes import parent_of, process_tree
 
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags before anything imports jittor)
+from yolocore import workers
 from yolocore.config import load_data_yaml
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.workers import BATCHES_AHEAD
 from YOLOv5Jittor.utils.dataloader import create_dataloader
 
 
@@ -17,8 +23,10 @@ def data(tmp_path_factory):
                                                  seed=1))
 
 
-def test_workers_give_the_batches_of_the_single_process_loader(data):
-    (serial, _), (forked, _) = (create_dataloader(data["train"], 64, 8, data["nc"], workers=w) for w in (0, 2))
+@pytest.mark.parametrize("rect", [False, True], ids=["square", "rect"])
+def test_workers_give_the_batches_of_the_single_process_loader(data, rect):
+    (serial, _), (forked, _) = (create_dataloader(data["train"], 64, 8, data["nc"], workers=w, rect=rect)
+                                for w in (0, 2))
     for a, b in zip(serial, forked, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
@@ -42,3 +50,39 @@ def test_an_error_in_the_consumer_with_large_batches_in_flight_surfaces(data):
     worker.start()
     worker.join(120)
     assert outcome == ["the training step failed"], "the loader hung instead of letting the error through"
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists Linux's shared memory and processes")
+def test_batch_images_travel_in_shared_memory_that_closing_frees(data):
+    """Each worker has BATCHES_AHEAD slots; a killed worker's are freed too, and the next pass has new ones."""
+    loader, _ = create_dataloader(data["train"], 64, 4, data["nc"], workers=2, rect=True, persistent=True)
+    during = []
+    for i, _ in enumerate(loader):
+        if i == 0:
+            during = python_shared_memory()
+    assert len(during) == 2 * BATCHES_AHEAD
+    with pytest.raises(RuntimeError, match="worker"):
+        for i, _ in enumerate(loader):
+            if i == 0:
+                # Workers are the fork server's children, the test's grandchildren.
+                worker_pids = [p for p in process_tree(os.getpid()) if parent_of(parent_of(p)) == os.getpid()]
+                os.kill(worker_pids[0], signal.SIGKILL)
+    assert python_shared_memory() == []
+    assert len(list(loader)) == 6
+    loader.close()
+    assert python_shared_memory() == []
+
+
+def python_shared_memory():
+    return [name for name in os.listdir("/dev/shm") if name.startswith("psm_")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="measures Linux's shared memory")
+def test_without_room_in_shared_memory_batches_travel_through_pipes(data, monkeypatch):
+    (serial, _), (piped, _) = (create_dataloader(data["train"], 64, 8, data["nc"], workers=w) for w in (0, 2))
+    monkeypatch.setattr(workers.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**26, 2**26, 0))
+    with pytest.warns(UserWarning, match="/dev/shm has 0 MB free"):
+        batches = list(piped)
+    assert python_shared_memory() == []
+    for a, b in zip(serial, batches, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])

@@ -103,6 +103,12 @@ class YoloDataset:
     def __len__(self):
         return len(self.im_files)
 
+    def largest_image(self):
+        """(h, w): no image an item holds is taller or wider (a square of imgsz, or the rect batches' largest)."""
+        if self.batch_shapes is None:
+            return self.imgsz, self.imgsz
+        return tuple(int(x) for x in self.batch_shapes.max(0))
+
     def read_image(self, i):
         """BGR image i from its file, resized so its long side is imgsz."""
         im = imread(self.im_files[i])

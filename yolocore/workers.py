@@ -3,13 +3,20 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import shutil
+import signal
 import sys
 import traceback
 import types
+import warnings
+from multiprocessing import shared_memory
+
+import numpy as np
 
 from yolocore.dataset import YoloDataset, epoch_order
 
 LOST_WORKER_HINT = "killed for memory? fewer --workers or a smaller --batch-size need less"
+BATCHES_AHEAD = 2  # per worker, loaded or loading before the consumer asks for them
 
 
 def worker_context(preload):
@@ -110,47 +117,89 @@ class EpochStream:
             self.stream, self.stream_epoch = None, None
 
 
-
-def _work(dataset, tasks, results):
+def _work(dataset, tasks, results, slot_names):
     """A worker's life: load the batches whose keys arrive on tasks and send each back on results, or the error it
-    raised, with this worker's traceback as a note."""
-    for keys in iter(tasks.recv, None):
-        try:
-            batch = YoloDataset.collate_fn([dataset[key] for key in keys])
-        except Exception as e:
-            e.add_note(f"raised in data-loading worker {os.getpid()}:\n{traceback.format_exc()}")
-            results.send((None, e))
-        else:
-            results.send((batch, None))
+    raised, with this worker's traceback as a note. A batch's images go into the shared-memory slot that its task
+    names, and only their shape through the pipe, where they fit the slot. Ctrl-C is the trainer's to handle (it
+    stops the workers): a terminal sends SIGINT to every process of its group, and each worker would print a
+    traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    slots = [shared_memory.SharedMemory(name) for name in slot_names]
+    with contextlib.suppress(EOFError, BrokenPipeError):  # the trainer ended without stopping its workers
+        while True:
+            keys, slot = tasks.recv()
+            try:
+                imgs, *rest = YoloDataset.collate_fn([dataset[key] for key in keys])
+            except Exception as e:
+                e.add_note(f"raised in data-loading worker {os.getpid()}:\n{traceback.format_exc()}")
+                results.send((None, e))
+                continue
+            if slots and imgs.nbytes <= slots[slot].size:
+                np.ndarray(imgs.shape, np.uint8, slots[slot].buf)[...] = imgs
+                imgs = imgs.shape
+            results.send(((imgs, *rest), None))
+
+
+def shared_slot_bytes(dataset, batch_size, count):
+    """The size of a shared-memory slot that holds a batch's images, or 0 where /dev/shm (Linux's shared memory,
+    often 64 MB in a container) has no room for count of them: then images travel through the pipes, slower."""
+    height, width = dataset.largest_image()
+    size = batch_size * 3 * height * width
+    if os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free < size * count:
+        warnings.warn(f"/dev/shm has {shutil.disk_usage('/dev/shm').free / 2**20:.0f} MB free, less than the "
+                      f"{size * count / 2**20:.0f} MB the data-loading workers' batches need: they travel through "
+                      f"pipes instead, which costs the trainer time (fewer --workers or a larger /dev/shm avoid it)",
+                      stacklevel=2)
+        return 0
+    return size
 
 
 class Worker:
-    """A data-loading process of its own, with a pipe for its tasks and one for its results. multiprocessing.Pool
-    is not used: while a result is in its queue's pipe, the pool's worker-handler thread wakes without pause and
-    takes the CPU and the interpreter lock from the thread that reads the result. A batch of 32 images of 512 px
-    took 5-12 s to arrive through a Pool of fork-server workers, 0.05 s through a pipe of its own."""
+    """A data-loading process of its own, with a pipe for its tasks and one for its results, and BATCHES_AHEAD
+    slots of shared memory for the images of the batches it holds (slot_bytes each; none if 0). The trainer copies
+    a batch's images out of its slot in milliseconds; pickled through a pipe, a batch of 32 images of 512 px took
+    30-70 ms of its time. multiprocessing.Pool is not used: while a result is in its queue's pipe, the pool's
+    worker-handler thread wakes without pause and takes the CPU and the interpreter lock from the thread that
+    reads the result. Such a batch took 5-12 s to arrive through a Pool of fork-server workers."""
 
-    def __init__(self, context, dataset):
+    def __init__(self, context, dataset, slot_bytes):
+        self.slots = [shared_memory.SharedMemory(create=True, size=slot_bytes) for _ in range(BATCHES_AHEAD)
+                      if slot_bytes]
         tasks, self.tasks = context.Pipe(duplex=False)
         self.results, results = context.Pipe(duplex=False)
-        self.process = context.Process(target=_work, args=(dataset, tasks, results), daemon=True)
+        self.process = context.Process(target=_work, args=(dataset, tasks, results, [s.name for s in self.slots]),
+                                       daemon=True)
         self.process.start()
         tasks.close()  # the worker's ends: once it has exited, reading its results ends instead of waiting
         results.close()
+        self.sent = self.received = 0
 
     def send(self, keys):
-        self.tasks.send(keys)
+        """At most BATCHES_AHEAD batches sent and not yet received: each has a slot of its own, in turn."""
+        try:
+            self.tasks.send((keys, self.sent % BATCHES_AHEAD))
+        except OSError:  # it has ended
+            self._lost()
+        self.sent += 1
 
     def receive(self):
         try:
             batch, error = self.results.recv()
         except (EOFError, OSError):  # it ended before or while it sent the batch
-            self.process.join()
-            raise RuntimeError(f"data-loading worker {self.process.pid} ended with code {self.process.exitcode} "
-                               f"({LOST_WORKER_HINT})") from None
+            self._lost()
+        slot = self.received % BATCHES_AHEAD
+        self.received += 1
         if error is not None:
             raise error
-        return batch
+        imgs, *rest = batch
+        if isinstance(imgs, tuple):  # their shape: the images are in the slot, which the next batch sent reuses
+            imgs = np.ndarray(imgs, np.uint8, self.slots[slot].buf).copy()
+        return (imgs, *rest)
+
+    def _lost(self):
+        self.process.join()
+        raise RuntimeError(f"data-loading worker {self.process.pid} ended with code {self.process.exitcode} "
+                           f"({LOST_WORKER_HINT})") from None
 
     def stop(self):
         """At once, mid-batch if it is loading one: each worker has pipes of its own, so no lock is left held."""
@@ -158,23 +207,28 @@ class Worker:
         self.process.join()
         self.tasks.close()
         self.results.close()
+        for slot in self.slots:
+            slot.close()
+            slot.unlink()
 
 
 def worker_stream(dataset, batches, num_workers):
     """The batches (YoloDataset.collate_fn of each list of keys that batches gives), in order, loaded by
-    num_workers processes at most two per worker ahead of the consumer (by this process with none); a generator,
-    whose close() stops its workers. The Jittor tree's loader: Jittor's own would turn batches into Vars."""
+    num_workers processes at most BATCHES_AHEAD per worker ahead of the consumer (by this process with none); a
+    generator, whose close() stops its workers. The Jittor tree's loader: Jittor's own would turn batches into
+    Vars."""
     if num_workers == 0:
         yield from (YoloDataset.collate_fn([dataset[key] for key in keys]) for keys in batches)
         return
     context, workers = worker_context([__name__]), []
+    slot_bytes = shared_slot_bytes(dataset, batches.batch_size, BATCHES_AHEAD * num_workers)
     try:
         with hidden_main_script():
-            workers += [Worker(context, dataset) for _ in range(num_workers)]
+            workers += [Worker(context, dataset, slot_bytes) for _ in range(num_workers)]
         # Batch k goes to worker k % n: each worker's results come in order, and so do the batches.
         keys_of_batches = iter(batches)
         sent = received = 0
-        for keys in itertools.islice(keys_of_batches, 2 * num_workers):
+        for keys in itertools.islice(keys_of_batches, BATCHES_AHEAD * num_workers):
             workers[sent % num_workers].send(keys)
             sent += 1
         while received < sent:
