@@ -44,7 +44,8 @@ def timed_epochs(tree, data, hyp, opt, persistent):
         trained = time.perf_counter()
         for _ in val_loader:
             time.sleep(opt.step_ms / 1000)
-        epochs.append((trained - started, time.perf_counter() - trained, waits[0], statistics.mean(waits[1:])))
+        later = statistics.mean(waits[1:]) if len(waits) > 1 else float("nan")  # an epoch of one batch has none
+        epochs.append((trained - started, time.perf_counter() - trained, waits[0], later))
     train_loader.close()
     val_loader.close()
     return epochs

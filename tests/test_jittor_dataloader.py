@@ -1,5 +1,7 @@
-"""The Jittor tree's own data loader: batches in order, and an error in the step that consumes them surfaces (an
-error in a worker: tests/test_core_workers.py)."""
+"""The Jittor tree's own data loader: batches in order, an error in the step that consumes them surfaces (an
+error in a worker: tests/test_core_workers.py), and the shared memory its workers hand images over in is freed
+whatever happens."""
+import multiprocessing
 import os
 import shutil
 import signal
@@ -60,7 +62,7 @@ def test_batch_images_travel_in_shared_memory_that_closing_frees(data):
     for i, _ in enumerate(loader):
         if i == 0:
             during = python_shared_memory()
-    assert len(during) == 2 * BATCHES_AHEAD
+    assert len(during) == loader.num_workers * BATCHES_AHEAD
     with pytest.raises(RuntimeError, match="worker"):
         for i, _ in enumerate(loader):
             if i == 0:
@@ -70,6 +72,25 @@ def test_batch_images_travel_in_shared_memory_that_closing_frees(data):
     assert python_shared_memory() == []
     assert len(list(loader)) == 6
     loader.close()
+    assert python_shared_memory() == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists Linux's shared memory")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the loader starts one worker per core at most")
+def test_a_worker_that_fails_to_start_leaves_no_process_or_shared_memory(data, monkeypatch):
+    loader, _ = create_dataloader(data["train"], 64, 4, data["nc"], workers=2)
+    start, started = multiprocessing.process.BaseProcess.start, []
+
+    def start_one(process):
+        if started:
+            raise OSError("no more processes")
+        started.append(process)
+        start(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_one)
+    with pytest.raises(OSError, match="no more processes"):
+        list(loader)
+    assert len(started) == 1 and not any(process.is_alive() for process in started)
     assert python_shared_memory() == []
 
 

@@ -145,8 +145,11 @@ def shared_slot_bytes(dataset, batch_size, count):
     often 64 MB in a container) has no room for count of them: then images travel through the pipes, slower."""
     height, width = dataset.largest_image()
     size = batch_size * 3 * height * width
-    if os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free < size * count:
-        warnings.warn(f"/dev/shm has {shutil.disk_usage('/dev/shm').free / 2**20:.0f} MB free, less than the "
+    if not os.path.isdir("/dev/shm"):  # macOS: its shared memory is no file system to measure
+        return size
+    free = shutil.disk_usage("/dev/shm").free
+    if free < size * count:
+        warnings.warn(f"/dev/shm has {free / 2**20:.0f} MB free, less than the "
                       f"{size * count / 2**20:.0f} MB the data-loading workers' batches need: they travel through "
                       f"pipes instead, which costs the trainer time (fewer --workers or a larger /dev/shm avoid it)",
                       stacklevel=2)
@@ -158,7 +161,7 @@ class Worker:
     """A data-loading process of its own, with a pipe for its tasks and one for its results, and BATCHES_AHEAD
     slots of shared memory for the images of the batches it holds (slot_bytes each; none if 0). The trainer copies
     a batch's images out of its slot in milliseconds; pickled through a pipe, a batch of 32 images of 512 px took
-    30-70 ms of its time. multiprocessing.Pool is not used: while a result is in its queue's pipe, the pool's
+    25-40 ms of its time. multiprocessing.Pool is not used: while a result is in its queue's pipe, the pool's
     worker-handler thread wakes without pause and takes the CPU and the interpreter lock from the thread that
     reads the result. Such a batch took 5-12 s to arrive through a Pool of fork-server workers."""
 
@@ -169,7 +172,11 @@ class Worker:
         self.results, results = context.Pipe(duplex=False)
         self.process = context.Process(target=_work, args=(dataset, tasks, results, [s.name for s in self.slots]),
                                        daemon=True)
-        self.process.start()
+        try:
+            self.process.start()
+        except BaseException:
+            self.free_slots()
+            raise
         tasks.close()  # the worker's ends: once it has exited, reading its results ends instead of waiting
         results.close()
         self.sent = self.received = 0
@@ -207,6 +214,9 @@ class Worker:
         self.process.join()
         self.tasks.close()
         self.results.close()
+        self.free_slots()
+
+    def free_slots(self):
         for slot in self.slots:
             slot.close()
             slot.unlink()
@@ -224,7 +234,8 @@ def worker_stream(dataset, batches, num_workers):
     slot_bytes = shared_slot_bytes(dataset, batches.batch_size, BATCHES_AHEAD * num_workers)
     try:
         with hidden_main_script():
-            workers += [Worker(context, dataset, slot_bytes) for _ in range(num_workers)]
+            for _ in range(num_workers):  # one at a time, so that those started are stopped if one fails to start
+                workers.append(Worker(context, dataset, slot_bytes))
         # Batch k goes to worker k % n: each worker's results come in order, and so do the batches.
         keys_of_batches = iter(batches)
         sent = received = 0
