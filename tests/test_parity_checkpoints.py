@@ -199,8 +199,12 @@ def test_checkpoints_with_code_or_garbage_are_refused(tmp_path, loader, capsys):
     garbage.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="garbage.pkl"):
         loader(garbage)
-    with pytest.raises(FileNotFoundError, match="nothing.pkl"):
+    with pytest.raises(FileNotFoundError, match="nothing.pkl: checkpoint not found$"):
         loader(tmp_path / "nothing.pkl")
+    (tmp_path / "best.pkl").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"best.pt: checkpoint not found \(.*best.pkl exists: the jittor tree "
+                                                r"writes .pkl\)"):
+        loader(tmp_path / "best.pt")
 
 
 @pytest.mark.parametrize("loader", [torch_load_checkpoint, jt_load_checkpoint], ids=["pytorch", "jittor"])

@@ -161,11 +161,21 @@ def read_pickle_checkpoint(path):
         return _NumpyUnpickler(f).load()
 
 
+def checkpoint_file(path):
+    """path as a Path, if it is a file; else FileNotFoundError, naming the other tree's checkpoint of that name where
+    there is one (best.pt asked of a Jittor run, which wrote best.pkl)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    others = [(framework, path.with_suffix(suffix)) for framework, suffix in SUFFIXES.items()
+              if path.suffix != suffix and path.with_suffix(suffix).is_file()]
+    hint = "".join(f" ({other} exists: the {framework} tree writes {other.suffix})" for framework, other in others)
+    raise FileNotFoundError(f"{path}: checkpoint not found{hint}")
+
+
 def read_checkpoint(path):
     """Either format, recognised by content (a .pt is a zip), as numpy arrays and plain containers."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+    path = checkpoint_file(path)
     with open(path, "rb") as f:
         zip_start, is_zip = f.read(4) == b"PK\x03\x04", zipfile.is_zipfile(f)
     if zip_start and not is_zip:  # a zip's directory is at its end: what an interrupted copy loses first

@@ -1,10 +1,9 @@
 """Checkpoints as plain state dicts plus config: no pickled modules. This tree writes .pkl (a pickle of numpy
 arrays and plain containers) and reads its own .pkl, the PyTorch tree's .pt and ultralytics YOLOv5's .pt."""
-from pathlib import Path
 
 import numpy as np
 
-from yolocore.checkpoint_io import read_checkpoint, state_dict_mismatch, write_pickle_checkpoint
+from yolocore.checkpoint_io import checkpoint_file, read_checkpoint, state_dict_mismatch, write_pickle_checkpoint
 from YOLOv5Jittor.models.yolo import Model
 
 REQUIRED_KEYS = ("model", "yaml", "nc", "names")
@@ -20,9 +19,7 @@ def save_checkpoint(ckpt, path):
 def load_checkpoint(path):
     """A checkpoint of either tree, with numpy arrays (Jittor loads them as they are); 'framework' says which tree
     wrote it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+    path = checkpoint_file(path)
     ckpt = read_checkpoint(path)
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from yolocore.checkpoint_io import map_arrays, read_checkpoint, state_dict_mismatch
+from yolocore.checkpoint_io import checkpoint_file, map_arrays, read_checkpoint, state_dict_mismatch
 from YOLOv5Pytorch.models.yolo import Model
 
 REQUIRED_KEYS = ("model", "yaml", "nc", "names")
@@ -28,9 +28,7 @@ def save_checkpoint(ckpt, path):
 
 def load_checkpoint(path):
     """A checkpoint of either tree, with torch tensors; 'framework' says which tree wrote it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+    path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True) if zipfile.is_zipfile(path) else None
     except pickle.UnpicklingError:  # weights_only refuses pickled modules: ultralytics' .pt, read below
