@@ -200,3 +200,19 @@ def test_a_killed_worker_is_an_error_not_a_hang(data, create_dataloader):
                 os.kill(workers[0], signal.SIGKILL)
     assert len(list(loader)) == 6
     loader.close()
+
+
+@pytest.mark.parametrize("error", [ConnectionRefusedError, ConnectionResetError, EOFError])
+def test_a_batch_lost_with_its_pytorch_worker_is_a_worker_error(data, monkeypatch, error):
+    """A worker killed after it queued a batch takes with it the file descriptors of the batch's tensors, and torch
+    fails to fetch them in one of these ways, depending on when the worker died (the test above meets them now and
+    then), before its own check for ended workers."""
+    from torch.utils.data import dataloader as torch_dataloader
+
+    def fetch_fails(self):
+        raise error
+
+    loader, _ = pytorch_loader(data["train"], 64, 4, data["nc"], workers=2)
+    monkeypatch.setattr(torch_dataloader._MultiProcessingDataLoaderIter, "_next_data", fetch_fails)
+    with pytest.raises(RuntimeError, match="a data-loading worker ended while handing over a batch"):
+        list(loader)

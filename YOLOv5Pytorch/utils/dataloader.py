@@ -21,9 +21,10 @@ class WorkerDataLoader(DataLoader):
             iterator = super().__iter__()
         try:
             yield from iterator
-        except ConnectionResetError as e:
+        except (ConnectionError, EOFError) as e:
             # A worker ended after it queued a batch, whose tensors it shares by file descriptor: fetching them
-            # fails before torch's own check for ended workers can say so.
+            # from it fails (refused, reset, or closed mid-handshake) before torch's own check for ended workers
+            # can say so.
             raise RuntimeError(f"a data-loading worker ended while handing over a batch ({LOST_WORKER_HINT})") from e
         finally:
             if self.num_workers:
