@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from noting_dataset import noting
 from processes import parent_of, process_tree, resident_mb
+from torch.utils.data import dataloader as torch_dataloader
 
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags before anything imports jittor)
 from yolocore.config import ROOT, load_data_yaml, load_hyp
@@ -207,7 +208,6 @@ def test_a_batch_lost_with_its_pytorch_worker_is_a_worker_error(data, monkeypatc
     """A worker killed after it queued a batch takes with it the file descriptors of the batch's tensors, and torch
     fails to fetch them in one of these ways, depending on when the worker died (the test above meets them now and
     then), before its own check for ended workers."""
-    from torch.utils.data import dataloader as torch_dataloader
 
     def fetch_fails(self):
         raise error

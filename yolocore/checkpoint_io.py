@@ -168,7 +168,7 @@ def checkpoint_file(path):
     if path.is_file():
         return path
     others = [(framework, path.with_suffix(suffix)) for framework, suffix in SUFFIXES.items()
-              if path.suffix != suffix and path.with_suffix(suffix).is_file()]
+              if path.name and path.suffix != suffix and path.with_suffix(suffix).is_file()]
     hint = "".join(f" ({other} exists: the {framework} tree writes {other.suffix})" for framework, other in others)
     raise FileNotFoundError(f"{path}: checkpoint not found{hint}")
 
