@@ -25,6 +25,17 @@ def data(tmp_path_factory):
                                                  seed=1))
 
 
+@pytest.fixture
+def new_shared_memory():
+    """Lists the blocks of Python's shared memory in /dev/shm that the test made: not those there before it."""
+    before = set(python_shared_memory())
+    return lambda: sorted(set(python_shared_memory()) - before)
+
+
+def python_shared_memory():
+    return [name for name in os.listdir("/dev/shm") if name.startswith("psm_")]
+
+
 @pytest.mark.parametrize("rect", [False, True], ids=["square", "rect"])
 def test_workers_give_the_batches_of_the_single_process_loader(data, rect):
     (serial, _), (forked, _) = (create_dataloader(data["train"], 64, 8, data["nc"], workers=w, rect=rect)
@@ -55,13 +66,13 @@ def test_an_error_in_the_consumer_with_large_batches_in_flight_surfaces(data):
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists Linux's shared memory and processes")
-def test_batch_images_travel_in_shared_memory_that_closing_frees(data):
+def test_batch_images_travel_in_shared_memory_that_closing_frees(data, new_shared_memory):
     """Each worker has BATCHES_AHEAD slots; a killed worker's are freed too, and the next pass has new ones."""
     loader, _ = create_dataloader(data["train"], 64, 4, data["nc"], workers=2, rect=True, persistent=True)
     during = []
     for i, _ in enumerate(loader):
         if i == 0:
-            during = python_shared_memory()
+            during = new_shared_memory()
     assert len(during) == loader.num_workers * BATCHES_AHEAD
     with pytest.raises(RuntimeError, match="worker"):
         for i, _ in enumerate(loader):
@@ -69,15 +80,15 @@ def test_batch_images_travel_in_shared_memory_that_closing_frees(data):
                 # Workers are the fork server's children, the test's grandchildren.
                 worker_pids = [p for p in process_tree(os.getpid()) if parent_of(parent_of(p)) == os.getpid()]
                 os.kill(worker_pids[0], signal.SIGKILL)
-    assert python_shared_memory() == []
+    assert new_shared_memory() == []
     assert len(list(loader)) == 6
     loader.close()
-    assert python_shared_memory() == []
+    assert new_shared_memory() == []
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists Linux's shared memory")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the loader starts one worker per core at most")
-def test_a_worker_that_fails_to_start_leaves_no_process_or_shared_memory(data, monkeypatch):
+def test_a_worker_that_fails_to_start_leaves_no_process_or_shared_memory(data, new_shared_memory, monkeypatch):
     loader, _ = create_dataloader(data["train"], 64, 4, data["nc"], workers=2)
     start, started = multiprocessing.process.BaseProcess.start, []
 
@@ -91,19 +102,15 @@ def test_a_worker_that_fails_to_start_leaves_no_process_or_shared_memory(data, m
     with pytest.raises(OSError, match="no more processes"):
         list(loader)
     assert len(started) == 1 and not any(process.is_alive() for process in started)
-    assert python_shared_memory() == []
-
-
-def python_shared_memory():
-    return [name for name in os.listdir("/dev/shm") if name.startswith("psm_")]
+    assert new_shared_memory() == []
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="measures Linux's shared memory")
-def test_without_room_in_shared_memory_batches_travel_through_pipes(data, monkeypatch):
+def test_without_room_in_shared_memory_batches_travel_through_pipes(data, new_shared_memory, monkeypatch):
     (serial, _), (piped, _) = (create_dataloader(data["train"], 64, 8, data["nc"], workers=w) for w in (0, 2))
     monkeypatch.setattr(workers.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**26, 2**26, 0))
     with pytest.warns(UserWarning, match="/dev/shm has 0 MB free"):
         batches = list(piped)
-    assert python_shared_memory() == []
+    assert new_shared_memory() == []
     for a, b in zip(serial, batches, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
