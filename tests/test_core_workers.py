@@ -1,7 +1,9 @@
 """Both trees' data-loading workers (yolocore.workers): started from a small fork server, they hold none of the
 trainer's memory, an error in one reaches the training loop, and persistent ones live from one epoch to the next
 and load its first batches ahead, giving the batches a plain loader gives."""
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,3 +218,47 @@ def test_a_batch_lost_with_its_pytorch_worker_is_a_worker_error(data, monkeypatc
     monkeypatch.setattr(torch_dataloader._MultiProcessingDataLoaderIter, "_next_data", fetch_fails)
     with pytest.raises(RuntimeError, match="a data-loading worker ended while handing over a batch"):
         list(loader)
+
+
+SMALL_SHARED_MEMORY = """
+import sys, warnings
+sys.path.insert(0, {root!r})
+import {tree}
+import numpy as np
+from yolocore.config import load_data_yaml
+from {tree}.utils.dataloader import create_dataloader
+data = load_data_yaml({data!r})
+(serial, _), (forked, _) = (create_dataloader(data["train"], 160, 8, data["nc"], workers=w) for w in (0, 2))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for a, b in zip(serial, forked, strict=True):
+        np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+        np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+print(sum("/dev/shm" in str(w.message) for w in caught), "warnings")
+"""
+
+
+def with_small_shared_memory(command):
+    """command in a mount namespace of its own, whose /dev/shm holds 512 KB (a batch of 8 images of 160 px: 600 KB)."""
+    return ["unshare", "--mount", "sh", "-c", f"mount -t tmpfs -o size=512k tmpfs /dev/shm && exec {command}"]
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or subprocess.run(with_small_shared_memory("true")).returncode,
+                    reason="needs unshare and the right to mount (root)")
+@pytest.mark.parametrize("tree", ["YOLOv5Pytorch", "YOLOv5Jittor"])
+def test_batches_too_large_for_shared_memory_arrive_through_pipes(tmp_path, data, tree):
+    """/dev/shm is 64 MB in a Docker container, too small for a few batches of 32 images of 512 px. The PyTorch
+    tree's trainer then waited for good: torch's queue-feeding thread in the worker failed to move the batch there
+    and dropped it. Both trees now send such batches through pipes, and warn."""
+    script = tmp_path / "script.py"
+    script.write_text(SMALL_SHARED_MEMORY.format(root=str(Path(__file__).resolve().parents[1]), tree=tree,
+                                                 data=str(data["yaml_file"])))
+    run = subprocess.Popen(with_small_shared_memory(f"{sys.executable} {script}"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a hung loader's workers too
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, stderr
+    assert int(stdout.split()[-2]) >= 1, stdout

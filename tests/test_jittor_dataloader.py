@@ -1,6 +1,7 @@
 """The Jittor tree's own data loader: batches in order, an error in the step that consumes them surfaces (an
 error in a worker: tests/test_core_workers.py), and the shared memory its workers hand images over in is freed
 whatever happens."""
+import errno
 import multiprocessing
 import os
 import shutil
@@ -110,6 +111,22 @@ def test_without_room_in_shared_memory_batches_travel_through_pipes(data, new_sh
     (serial, _), (piped, _) = (create_dataloader(data["train"], 64, 8, data["nc"], workers=w) for w in (0, 2))
     monkeypatch.setattr(workers.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**26, 2**26, 0))
     with pytest.warns(UserWarning, match="/dev/shm has 0 MB free"):
+        batches = list(piped)
+    assert new_shared_memory() == []
+    for a, b in zip(serial, batches, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="reserves Linux's shared memory")
+def test_slots_that_find_no_room_in_shared_memory_leave_batches_to_the_pipes(data, new_shared_memory, monkeypatch):
+    """/dev/shm had room when the loader looked, and another loader's slots took it before these were reserved."""
+    (serial, _), (piped, _) = (create_dataloader(data["train"], 64, 8, data["nc"], workers=w) for w in (0, 2))
+
+    def no_room(fd, offset, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(workers.os, "posix_fallocate", no_room)
+    with pytest.warns(UserWarning, match="no room in /dev/shm"):
         batches = list(piped)
     assert new_shared_memory() == []
     for a, b in zip(serial, batches, strict=True):

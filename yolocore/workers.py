@@ -17,6 +17,7 @@ from yolocore.dataset import YoloDataset, epoch_order
 
 LOST_WORKER_HINT = "killed for memory? fewer --workers or a smaller --batch-size need less"
 BATCHES_AHEAD = 2  # per worker, loaded or loading before the consumer asks for them
+SHARED_MEMORY_HINT = "fewer --workers or a larger /dev/shm (docker run --shm-size 2g) avoid it"
 
 
 def worker_context(preload):
@@ -149,12 +150,39 @@ def shared_slot_bytes(dataset, batch_size, count):
         return size
     free = shutil.disk_usage("/dev/shm").free
     if free < size * count:
-        warnings.warn(f"/dev/shm has {free / 2**20:.0f} MB free, less than the "
-                      f"{size * count / 2**20:.0f} MB the data-loading workers' batches need: they travel through "
-                      f"pipes instead, which costs the trainer time (fewer --workers or a larger /dev/shm avoid it)",
-                      stacklevel=2)
+        warnings.warn(f"/dev/shm has {free / 2**20:.0f} MB free, less than the {size * count / 2**20:.0f} MB the "
+                      f"data-loading workers' batches need: they travel through pipes instead, which costs the "
+                      f"trainer time ({SHARED_MEMORY_HINT})", stacklevel=2)
         return 0
     return size
+
+
+def reserved_slots(slot_bytes):
+    """BATCHES_AHEAD blocks of shared memory of slot_bytes each (none if 0), their pages taken from /dev/shm now:
+    a worker that writes into a page /dev/shm has no room for dies of SIGBUS, and other loaders' slots (validation's)
+    fill it after shared_slot_bytes has looked. None, and a warning, where it has no room left."""
+    slots = []
+    try:
+        for _ in range(BATCHES_AHEAD if slot_bytes else 0):
+            slots.append(shared_memory.SharedMemory(create=True, size=slot_bytes))
+            if os.path.isdir("/dev/shm"):  # Linux, where a block is a file there
+                fd = os.open(f"/dev/shm/{slots[-1].name}", os.O_RDWR)
+                try:
+                    os.posix_fallocate(fd, 0, slot_bytes)
+                finally:
+                    os.close(fd)
+    except OSError as e:
+        free_shared_memory(slots)
+        warnings.warn(f"no room in /dev/shm for a data-loading worker's batches ({e.strerror}): they travel through "
+                      f"pipes instead, which costs the trainer time ({SHARED_MEMORY_HINT})", stacklevel=2)
+        return []
+    return slots
+
+
+def free_shared_memory(blocks):
+    for block in blocks:
+        block.close()
+        block.unlink()
 
 
 class Worker:
@@ -166,8 +194,7 @@ class Worker:
     reads the result. Such a batch took 5-12 s to arrive through a Pool of fork-server workers."""
 
     def __init__(self, context, dataset, slot_bytes):
-        self.slots = [shared_memory.SharedMemory(create=True, size=slot_bytes) for _ in range(BATCHES_AHEAD)
-                      if slot_bytes]
+        self.slots = reserved_slots(slot_bytes)
         tasks, self.tasks = context.Pipe(duplex=False)
         self.results, results = context.Pipe(duplex=False)
         self.process = context.Process(target=_work, args=(dataset, tasks, results, [s.name for s in self.slots]),
@@ -217,9 +244,7 @@ class Worker:
         self.free_slots()
 
     def free_slots(self):
-        for slot in self.slots:
-            slot.close()
-            slot.unlink()
+        free_shared_memory(self.slots)
 
 
 def worker_stream(dataset, batches, num_workers):

@@ -1,11 +1,19 @@
 """torch DataLoader over the shared YoloDataset: the order and augmentation come from yolocore, seeded."""
 import os
+import warnings
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
 from yolocore.dataset import YoloDataset
-from yolocore.workers import LOST_WORKER_HINT, EpochBatches, EpochStream, hidden_main_script, worker_context
+from yolocore.workers import (
+    LOST_WORKER_HINT,
+    SHARED_MEMORY_HINT,
+    EpochBatches,
+    EpochStream,
+    hidden_main_script,
+    worker_context,
+)
 
 
 class WorkerDataLoader(DataLoader):
@@ -20,7 +28,7 @@ class WorkerDataLoader(DataLoader):
         with hidden_main_script():
             iterator = super().__iter__()
         try:
-            yield from iterator
+            yield from map(as_tensors, iterator)
         except (ConnectionError, EOFError) as e:
             # A worker ended after it queued a batch, whose tensors it shares by file descriptor: fetching them
             # from it fails (refused, reset, or closed mid-handshake) before torch's own check for ended workers
@@ -40,8 +48,25 @@ class WorkerDataLoader(DataLoader):
 def collate(batch):
     """Tensors, not numpy arrays: a worker hands a tensor over in shared memory, while an array is pickled through
     a pipe (NWPU, imgsz 512, batch 32: 5 ms instead of 70 of the trainer's time a batch), and pin_memory pins
-    tensors only."""
+    tensors only. A worker moves them into shared memory itself, so that running out of it (/dev/shm, 64 MB in a
+    Docker container) is an error here, and then sends numpy arrays through its pipe (see as_tensors): left to
+    torch, the move fails in the worker's queue-feeding thread, the batch is lost, and the trainer waits for good."""
     imgs, targets, files, shapes = YoloDataset.collate_fn(batch)
+    if get_worker_info() is None:
+        return torch.from_numpy(imgs), torch.from_numpy(targets), files, shapes
+    try:
+        return torch.from_numpy(imgs).share_memory_(), torch.from_numpy(targets).share_memory_(), files, shapes
+    except RuntimeError:  # "unable to allocate shared memory(shm) ...: No space left on device"
+        return imgs, targets, files, shapes
+
+
+def as_tensors(batch):
+    """A batch that a worker sent as numpy arrays, for want of shared memory, as collate's tensors."""
+    imgs, targets, files, shapes = batch
+    if isinstance(imgs, torch.Tensor):
+        return batch
+    warnings.warn(f"shared memory (/dev/shm) is too small for the data-loading workers' batches: they travel "
+                  f"through pipes instead, which costs the trainer time ({SHARED_MEMORY_HINT})", stacklevel=2)
     return torch.from_numpy(imgs), torch.from_numpy(targets), files, shapes
 
 
