@@ -141,29 +141,19 @@ def _work(dataset, tasks, results, slot_names):
             results.send(((imgs, *rest), None))
 
 
-def shared_slot_bytes(dataset, batch_size, count):
-    """The size of a shared-memory slot that holds a batch's images, or 0 where /dev/shm (Linux's shared memory,
-    often 64 MB in a container) has no room for count of them: then images travel through the pipes, slower."""
+def shared_slot_bytes(dataset, batch_size):
+    """The size of a shared-memory slot that holds a batch's images."""
     height, width = dataset.largest_image()
-    size = batch_size * 3 * height * width
-    if not os.path.isdir("/dev/shm"):  # macOS: its shared memory is no file system to measure
-        return size
-    free = shutil.disk_usage("/dev/shm").free
-    if free < size * count:
-        warnings.warn(f"/dev/shm has {free / 2**20:.0f} MB free, less than the {size * count / 2**20:.0f} MB the "
-                      f"data-loading workers' batches need: they travel through pipes instead, which costs the "
-                      f"trainer time ({SHARED_MEMORY_HINT})", stacklevel=2)
-        return 0
-    return size
+    return batch_size * 3 * height * width
 
 
 def reserved_slots(slot_bytes):
-    """BATCHES_AHEAD blocks of shared memory of slot_bytes each (none if 0), their pages taken from /dev/shm now:
-    a worker that writes into a page /dev/shm has no room for dies of SIGBUS, and other loaders' slots (validation's)
-    fill it after shared_slot_bytes has looked. None, and a warning, where it has no room left."""
+    """BATCHES_AHEAD blocks of shared memory of slot_bytes each, their pages taken from /dev/shm (Linux's shared
+    memory, 64 MB in a Docker container) now: a worker that wrote into a page it has no room for would die of
+    SIGBUS. None, and a warning, where it has no room: then the images travel through the pipes, slower."""
     slots = []
     try:
-        for _ in range(BATCHES_AHEAD if slot_bytes else 0):
+        for _ in range(BATCHES_AHEAD):
             slots.append(shared_memory.SharedMemory(create=True, size=slot_bytes))
             if os.path.isdir("/dev/shm"):  # Linux, where a block is a file there
                 fd = os.open(f"/dev/shm/{slots[-1].name}", os.O_RDWR)
@@ -173,8 +163,11 @@ def reserved_slots(slot_bytes):
                     os.close(fd)
     except OSError as e:
         free_shared_memory(slots)
-        warnings.warn(f"no room in /dev/shm for a data-loading worker's batches ({e.strerror}): they travel through "
-                      f"pipes instead, which costs the trainer time ({SHARED_MEMORY_HINT})", stacklevel=2)
+        on_linux = os.path.isdir("/dev/shm")
+        room = f"/dev/shm has {shutil.disk_usage('/dev/shm').free / 2**20:.0f} MB free" if on_linux else e.strerror
+        warnings.warn(f"{room}, less than the {BATCHES_AHEAD * slot_bytes / 2**20:.0f} MB a data-loading worker's "
+                      f"batches need: they travel through pipes instead, which costs the trainer time "
+                      f"({SHARED_MEMORY_HINT})", stacklevel=2)
         return []
     return slots
 
@@ -187,11 +180,11 @@ def free_shared_memory(blocks):
 
 class Worker:
     """A data-loading process of its own, with a pipe for its tasks and one for its results, and BATCHES_AHEAD
-    slots of shared memory for the images of the batches it holds (slot_bytes each; none if 0). The trainer copies
-    a batch's images out of its slot in milliseconds; pickled through a pipe, a batch of 32 images of 512 px took
-    25-40 ms of its time. multiprocessing.Pool is not used: while a result is in its queue's pipe, the pool's
-    worker-handler thread wakes without pause and takes the CPU and the interpreter lock from the thread that
-    reads the result. Such a batch took 5-12 s to arrive through a Pool of fork-server workers."""
+    slots of shared memory for the images of the batches it holds (slot_bytes each), where there is room. The
+    trainer copies a batch's images out of its slot in milliseconds; pickled through a pipe, a batch of 32 images
+    of 512 px took 25-40 ms of its time. multiprocessing.Pool is not used: while a result is in its queue's pipe,
+    the pool's worker-handler thread wakes without pause and takes the CPU and the interpreter lock from the thread
+    that reads the result. Such a batch took 5-12 s to arrive through a Pool of fork-server workers."""
 
     def __init__(self, context, dataset, slot_bytes):
         self.slots = reserved_slots(slot_bytes)
@@ -256,7 +249,7 @@ def worker_stream(dataset, batches, num_workers):
         yield from (YoloDataset.collate_fn([dataset[key] for key in keys]) for keys in batches)
         return
     context, workers = worker_context([__name__]), []
-    slot_bytes = shared_slot_bytes(dataset, batches.batch_size, BATCHES_AHEAD * num_workers)
+    slot_bytes = shared_slot_bytes(dataset, batches.batch_size)
     try:
         with hidden_main_script():
             for _ in range(num_workers):  # one at a time, so that those started are stopped if one fails to start
