@@ -24,6 +24,7 @@ import jittor  # noqa: F401  (jittor before torch in one process)
 # isort: on
 import numpy as np
 
+from yolocore.training import loop
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Pytorch import train as torch_train
 
@@ -57,11 +58,11 @@ def train_run(tree, opt, name, perturb=False):
         argv += ["--mode", "KD", "--teacher", opt.teacher]
     if perturb:
         argv += ["--perturb", "1e-7"]
-    ctx = tree.setup(tree.parse_opt(argv))
-    initial = numpy_state(ctx["model"])
-    losses = [tree.train_one_epoch(ctx, epoch) for epoch in range(opt.epochs)]
-    fgd = numpy_state(ctx["fgd"]) if ctx["fgd"] is not None else None
-    return initial, numpy_state(ctx["model"]), fgd, np.array(losses)
+    run = loop.setup(tree.parse_opt(argv), tree)
+    initial = numpy_state(run.model)
+    losses = [loop.train_one_epoch(run, epoch, tree) for epoch in range(opt.epochs)]
+    fgd = numpy_state(run.fgd) if run.fgd is not None else None
+    return initial, numpy_state(run.model), fgd, np.array(losses)
 
 
 def distance(a, b):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from yolocore.recipe import kd_weight_at
+from yolocore.training import loop
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor.utils import checkpoint as jittor_checkpoint
 from YOLOv5Jittor.utils import framework as jittor_framework
@@ -81,8 +82,8 @@ def step(tree, opt):
             str(opt.batch_size), "--epochs", str(opt.epochs), "--seed", str(opt.seed), "--workers", "0",
             "--project", opt.project, "--name", tree.name, "--exist-ok", "--noautoanchor", "--mode", opt.mode]
     argv += ["--teacher", opt.teacher] if opt.mode == "KD" else []
-    ctx = tree.train.setup(tree.train.parse_opt(argv))
-    model, fgd = ctx["model"], ctx["fgd"]
+    run = loop.setup(tree.train.parse_opt(argv), tree.train)
+    model, fgd = run.model, run.fgd
     ckpt = tree.checkpoint.load_checkpoint(opt.weights)
     tree.checkpoint.load_weights(model, ckpt["model"], opt.weights)  # the training weights, not the EMA
     if fgd is not None:
@@ -91,19 +92,19 @@ def step(tree, opt):
         tree.checkpoint.load_weights(fgd, ckpt["fgd"], opt.weights)
         fgd.train()
     model.train()
-    tree.train.set_epoch(ctx["train_loader"], opt.epoch)
-    imgs, targets, _, _ = next(iter(ctx["train_loader"]))
-    im, targets = tree.train.images_to_tensor(imgs, ctx["device"]), tree.targets(targets)
-    layers = ctx["opt"].kd_layers
+    run.train_loader.batch_sampler.set_epoch(opt.epoch)
+    imgs, targets, _, _ = next(iter(run.train_loader))
+    im, targets = tree.train.images_to_tensor(imgs, run.device), tree.targets(targets)
+    layers = run.opt.kd_layers
     if fgd is not None:
         with tree.no_grad():
-            t_feats = ctx["teacher"](im, feature_layers=layers)[1]
+            t_feats = run.teacher(im, feature_layers=layers)[1]
     preds, s_feats = model(im, feature_layers=layers)
-    loss, items = ctx["compute_loss"](preds, targets)
+    loss, items = run.compute_loss(preds, targets)
     items = list(tree.numpy(items))
     if fgd is not None:
         kd_loss, kd_terms = fgd(s_feats, t_feats, targets)
-        loss = loss + kd_weight_at(ctx["hyp"], opt.epoch, opt.epochs) * kd_loss
+        loss = loss + kd_weight_at(run.hyp, opt.epoch, opt.epochs) * kd_loss
         items += list(tree.numpy(kd_terms))
     params = {f"model.{k}": p for k, p in model.named_parameters()}
     if fgd is not None:

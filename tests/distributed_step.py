@@ -2,7 +2,7 @@
 
     python tests/distributed_step.py pytorch|jittor OUT_DIR TRAIN_PY_ARGS...
 
-builds the run with the tree's own train.setup, trains one epoch with train.train_one_epoch, and writes what this
+builds the run with the shared loop's setup and the tree's train.py, trains one epoch, and writes what this
 process holds afterwards (the student's and FGD's state, and the images it was given) to OUT_DIR/rank<r>.npz,
 so the test can check that the processes shared the data and stayed in step."""
 import sys
@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from yolocore.training import loop  # noqa: E402
+
 
 def main(tree, out, argv):
     if tree == "jittor":
@@ -20,14 +22,14 @@ def main(tree, out, argv):
     else:
         from YOLOv5Pytorch import train
         from YOLOv5Pytorch.utils.framework import state_dict_to_numpy
-    ctx = train.setup(train.parse_opt(argv))
-    seen = ctx["train_loader"].batch_sampler.order(0)
-    train.train_one_epoch(ctx, 0)
+    run = loop.setup(train.parse_opt(argv), train)
+    seen = run.train_loader.batch_sampler.order(0)
+    loop.train_one_epoch(run, 0, train)
     arrays = {}
-    for part in ("model", "fgd"):
-        if ctx[part] is not None:
-            arrays.update({f"{part}/{k}": v for k, v in state_dict_to_numpy(ctx[part].state_dict()).items()})
-    np.savez(Path(out) / f"rank{ctx['rank']}.npz", seen=seen, world_size=ctx["world_size"], **arrays)
+    for part, module in (("model", run.model), ("fgd", run.fgd)):
+        if module is not None:
+            arrays.update({f"{part}/{k}": v for k, v in state_dict_to_numpy(module.state_dict()).items()})
+    np.savez(Path(out) / f"rank{run.rank}.npz", seen=seen, world_size=run.world_size, **arrays)
     train.close_distributed()
 
 

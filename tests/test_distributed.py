@@ -25,6 +25,7 @@ import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
 from yolocore.dataset import epoch_order
 from yolocore.recipe import per_process_batch
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.training import loop
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Pytorch import train as pytorch_train
 from YOLOv5Pytorch.models.yolo import Model
@@ -247,8 +248,8 @@ def test_distributed_kd_steps_like_one_process_and_resumes(tmp_path, same_images
             "--epochs", "3", "--noautoanchor", "--data", same_images, "--imgsz", "64",
             "--batch-size", "8", "--hyp", still_hyp]
     single = run_single(tree, *args, "--project", str(tmp_path), "--name", "single")
-    initial = tree.train.setup(tree.train.parse_opt([*args, "--project", str(tmp_path / "initial"), "--workers",
-                                                     "0"]))
+    initial = loop.setup(tree.train.parse_opt([*args, "--project", str(tmp_path / "initial"), "--workers", "0"]),
+                         tree.train)
     proc = start(tree, tmp_path / "log.txt", *args, *tree.sync_bn, "--project", str(tmp_path), "--name", "dist")
     last = weights(tmp_path / "dist", "last", tree)
     while not last.exists() and proc.poll() is None and not hung(proc):
@@ -265,7 +266,7 @@ def test_distributed_kd_steps_like_one_process_and_resumes(tmp_path, same_images
             assert float(r[key]) == pytest.approx(float(s[key]), rel=1e-3), key
     got = tree.ckpt.load_checkpoint(last)
     expected = tree.ckpt.load_checkpoint(weights(single, "last", tree))
-    for part, module in (("model", initial["model"]), ("ema", initial["model"]), ("fgd", initial["fgd"])):
+    for part, module in (("model", initial.model), ("ema", initial.model), ("fgd", initial.fgd)):
         start_state = {k: as_array(v) for k, v in module.state_dict().items()}
         for k, v in expected[part].items():
             if k.endswith(BUFFERS):

@@ -9,14 +9,15 @@ import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be
 import jittor as jt
 # isort: on
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.training import loop
 from YOLOv5Jittor import train as jt_train
 
 
 def test_accumulated_batches_do_not_keep_their_graphs(tmp_path, monkeypatch):
     data = make_synthetic_dataset(tmp_path / "syn", n_train=64, n_val=8, imgsz=128, seed=1)
-    ctx = jt_train.setup(jt_train.parse_opt([
+    run = loop.setup(jt_train.parse_opt([
         "--data", str(data), "--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "8", "--workers", "0",
-        "--epochs", "300", "--noautoanchor", "--project", str(tmp_path / "runs")]))
+        "--epochs", "300", "--noautoanchor", "--project", str(tmp_path / "runs")]), jt_train)
     lived = []
     images_to_tensor = jt_train.images_to_tensor
 
@@ -27,9 +28,9 @@ def test_accumulated_batches_do_not_keep_their_graphs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(jt_train, "images_to_tensor", counting_images_to_tensor)
     epoch = 50  # past warmup: accumulation at the nominal batch, 64 / 8 = 8 batches, the whole epoch
-    jt_train.train_one_epoch(ctx, epoch)
-    assert ctx["accumulate"] == 8 and len(lived) == len(ctx["train_loader"]) == 8
-    assert ctx["last_opt_step"] == (epoch + 1) * 8 - 1  # the epoch's only step, at its last batch
+    loop.train_one_epoch(run, epoch, jt_train)
+    assert run.accumulate == 8 and len(lived) == len(run.train_loader) == 8
+    assert run.last_opt_step == (epoch + 1) * 8 - 1  # the epoch's only step, at its last batch
     # Batch k starts with k - 1 batches' gradients accumulated. From the third batch on (the first two still see
     # what setup and the first backward left pending) as many variables live each time; without the trainer's sync
     # each batch added its graph, some 4,400 variables here.

@@ -16,6 +16,7 @@ from ultralytics_like import save_ultralytics_checkpoint
 from yolocore.checkpoint_io import read_checkpoint, read_torch_checkpoint
 from yolocore.coco import read_coco_csv
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.training.run import build_model, resume_options
 from YOLOv5Jittor import convert as jt_convert
 from YOLOv5Jittor import detect as jt_detect
 from YOLOv5Jittor import train as jt_train
@@ -149,7 +150,7 @@ def test_convert_round_trip_keeps_the_weights_and_is_not_resumable(tmp_path, tor
             if not k.endswith("num_batches_tracked"):  # Jittor keeps no BatchNorm counter
                 torch.testing.assert_close(converted[part][k], v, rtol=0, atol=0, msg=k)
     with pytest.raises(ValueError, match="not a pytorch training checkpoint"):
-        torch_train.resume_options(torch_train.parse_opt(["--resume", str(pt)]))
+        resume_options(torch_train.parse_opt(["--resume", str(pt)]), torch_train)
     with pytest.raises(ValueError, match="already a .pt checkpoint"):
         torch_convert.convert(str(pt))
 
@@ -165,8 +166,8 @@ def test_weights_start_a_run_in_either_tree(tmp_path, data, torch_weights, jt_we
     for nc in (5, 3):
         opt = tree.parse_opt(["--weights", str(weights), "--data", data, "--imgsz", "64", "--workers", "0",
                               "--epochs", "1", "--project", str(tmp_path)])
-        device = torch.device("cpu") if tree is torch_train else None  # Jittor's build_model takes no device
-        model = tree.build_model(opt, {"nc": nc, "names": list("abcde")[:nc]}, device)
+        device = torch.device("cpu") if tree is torch_train else None  # Jittor's device is global
+        model = build_model(opt, {"nc": nc, "names": list("abcde")[:nc]}, device, None, tree)
         state = {k: v.numpy() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
         detect_outputs = {k for k in state if k.startswith("model.24.m.")}
         assert len(detect_outputs) == 6
@@ -275,8 +276,8 @@ def test_ultralytics_checkpoints_start_runs_and_teach_but_do_not_resume(tmp_path
     ckpt = read_checkpoint(ultralytics_weights)
     opt = train.parse_opt(["--weights", str(ultralytics_weights), "--data", data, "--imgsz", "64", "--workers", "0",
                            "--epochs", "1", "--project", str(tmp_path)])
-    device = torch.device("cpu") if train is torch_train else None  # Jittor's build_model takes no device
-    model = train.build_model(opt, {"nc": ckpt["nc"], "names": ckpt["names"]}, device)
+    device = torch.device("cpu") if train is torch_train else None  # Jittor's device is global
+    model = build_model(opt, {"nc": ckpt["nc"], "names": ckpt["names"]}, device, None, train)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), ckpt["model"][k], err_msg=k)
     teacher = load_teacher(str(ultralytics_weights), ckpt["names"], device)
@@ -284,7 +285,7 @@ def test_ultralytics_checkpoints_start_runs_and_teach_but_do_not_resume(tmp_path
     with pytest.raises(ValueError, match="classes"):
         load_teacher(str(ultralytics_weights), ["x", *ckpt["names"][1:]], device)
     with pytest.raises(ValueError, match=f"not a {train.FRAMEWORK} training checkpoint"):
-        train.resume_options(train.parse_opt(["--resume", str(ultralytics_weights)]))
+        resume_options(train.parse_opt(["--resume", str(ultralytics_weights)]), train)
     out = convert.convert(str(ultralytics_weights), str(tmp_path / f"ours{convert.SUFFIX}"))
     converted = read_checkpoint(out)
     assert converted["framework"] == train.FRAMEWORK and converted["names"] == ckpt["names"]

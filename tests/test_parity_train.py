@@ -18,6 +18,7 @@ import yaml
 
 from yolocore.recipe import warmup, warmup_iterations
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.training import loop
 from YOLOv5Jittor import train as jt_train
 from YOLOv5Jittor.utils.framework import state_dict_to_numpy as jt_state_dict_to_numpy
 from YOLOv5Pytorch import train as torch_train
@@ -66,20 +67,20 @@ def setup_both(tmp_path, data, hyp, *args):
     student (its AutoAnchor anchors too), its EMA and the FGD modules."""
     argv = ["--data", data, "--hyp", hyp, "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--epochs", "30",
             "--seed", "11", *args]
-    torch_ctx = torch_train.setup(torch_train.parse_opt([*argv, "--project", str(tmp_path / "torch")]))
-    jt_ctx = jt_train.setup(jt_train.parse_opt([*argv, "--project", str(tmp_path / "jittor")]))
-    for part in (lambda ctx: ctx["model"], lambda ctx: ctx["ema"].ema, lambda ctx: ctx["fgd"]):
-        if part(torch_ctx) is not None:
-            expected = torch_state_dict_to_numpy(part(torch_ctx).state_dict())
-            for k, v in jt_state_dict_to_numpy(part(jt_ctx).state_dict()).items():
+    torch_run = loop.setup(torch_train.parse_opt([*argv, "--project", str(tmp_path / "torch")]), torch_train)
+    jt_run = loop.setup(jt_train.parse_opt([*argv, "--project", str(tmp_path / "jittor")]), jt_train)
+    for part in (lambda run: run.model, lambda run: run.ema.ema, lambda run: run.fgd):
+        if part(torch_run) is not None:
+            expected = torch_state_dict_to_numpy(part(torch_run).state_dict())
+            for k, v in jt_state_dict_to_numpy(part(jt_run).state_dict()).items():
                 np.testing.assert_array_equal(v, expected[k], err_msg=k)
-    return torch_ctx, jt_ctx
+    return torch_run, jt_run
 
 
 def test_a_perturbed_run_starts_both_trees_a_rounding_step_from_the_plain_start(tmp_path, data, hyp):
-    plain = copy_state(setup_both(tmp_path / "plain", data, hyp, "--cfg", "yolov5n.yaml")[0]["model"])
-    torch_ctx, _ = setup_both(tmp_path / "perturbed", data, hyp, "--cfg", "yolov5n.yaml", "--perturb", "1e-7")
-    perturbed, changed, total = copy_state(torch_ctx["model"]), 0, 0
+    plain = copy_state(setup_both(tmp_path / "plain", data, hyp, "--cfg", "yolov5n.yaml")[0].model)
+    torch_run, _ = setup_both(tmp_path / "perturbed", data, hyp, "--cfg", "yolov5n.yaml", "--perturb", "1e-7")
+    perturbed, changed, total = copy_state(torch_run.model), 0, 0
     for k, v in perturbed.items():
         if k.endswith("anchors") or not np.issubdtype(v.dtype, np.floating):
             np.testing.assert_array_equal(v, plain[k], err_msg=k)
@@ -87,7 +88,7 @@ def test_a_perturbed_run_starts_both_trees_a_rounding_step_from_the_plain_start(
         np.testing.assert_allclose(v, plain[k], rtol=1e-6, atol=0, err_msg=k)
         changed, total = changed + int((v != plain[k]).sum()), total + v.size
     assert changed > total / 2
-    np.testing.assert_array_equal(copy_state(torch_ctx["ema"].ema)["model.0.conv.weight"],
+    np.testing.assert_array_equal(copy_state(torch_run.ema.ema)["model.0.conv.weight"],
                                   perturbed["model.0.conv.weight"])
 
 
@@ -126,23 +127,23 @@ def test_the_run_exercises_warmup_accumulation_and_several_steps():
 @pytest.mark.parametrize("mode", ["train", "KD"])
 def test_lockstep_training_gives_the_same_losses_and_weights(tmp_path, data, hyp, teacher, narrow_cfg, mode):
     args = ["--cfg", "yolov5n.yaml"] if mode == "train" else ["--mode", "KD", "--cfg", narrow_cfg, "--teacher", teacher]
-    torch_ctx, jt_ctx = setup_both(tmp_path, data, hyp, *args)
-    initial = copy_state(torch_ctx["model"])
-    initial_fgd = copy_state(torch_ctx["fgd"]) if mode == "KD" else None
+    torch_run, jt_run = setup_both(tmp_path, data, hyp, *args)
+    initial = copy_state(torch_run.model)
+    initial_fgd = copy_state(torch_run.fgd) if mode == "KD" else None
     torch_losses, jt_losses = [], []
     for epoch in range(EPOCHS):
-        torch_losses.append(torch_train.train_one_epoch(torch_ctx, epoch))
-        jt_losses.append(jt_train.train_one_epoch(jt_ctx, epoch))
+        torch_losses.append(loop.train_one_epoch(torch_run, epoch, torch_train))
+        jt_losses.append(loop.train_one_epoch(jt_run, epoch, jt_train))
     torch_losses, jt_losses = np.array(torch_losses), np.array(jt_losses)
     assert torch_losses.shape == (EPOCHS, 3 if mode == "train" else 8)
     np.testing.assert_allclose(jt_losses, torch_losses, rtol=2e-3, atol=1e-6)
-    assert jt_ctx["last_opt_step"] == torch_ctx["last_opt_step"] == 2 * EPOCHS - 1
-    assert jt_ctx["ema"].updates == torch_ctx["ema"].updates >= 6
-    assert_states_close(torch_ctx["model"], jt_ctx["model"], initial, "model")
-    assert_states_close(torch_ctx["ema"].ema, jt_ctx["ema"].ema, initial, "ema")
+    assert jt_run.last_opt_step == torch_run.last_opt_step == 2 * EPOCHS - 1
+    assert jt_run.ema.updates == torch_run.ema.updates >= 6
+    assert_states_close(torch_run.model, jt_run.model, initial, "model")
+    assert_states_close(torch_run.ema.ema, jt_run.ema.ema, initial, "ema")
     if mode == "KD":
-        assert_states_close(torch_ctx["fgd"], jt_ctx["fgd"], initial_fgd, "fgd")
-    assert not np.allclose(copy_state(torch_ctx["model"])["model.0.conv.weight"], initial["model.0.conv.weight"])
+        assert_states_close(torch_run.fgd, jt_run.fgd, initial_fgd, "fgd")
+    assert not np.allclose(copy_state(torch_run.model)["model.0.conv.weight"], initial["model.0.conv.weight"])
 
 
 def test_lockstep_after_warmup(tmp_path, data, hyp, teacher, narrow_cfg):
@@ -157,36 +158,36 @@ def test_lockstep_after_warmup(tmp_path, data, hyp, teacher, narrow_cfg):
     values.update(lr0=values["lr0"] / 10, kd_weightf=0.5)
     late_hyp = tmp_path / "hyp_late.yaml"
     late_hyp.write_text(yaml.safe_dump(values))
-    torch_ctx, jt_ctx = setup_both(tmp_path, data, str(late_hyp), "--mode", "KD", "--cfg", narrow_cfg,
+    torch_run, jt_run = setup_both(tmp_path, data, str(late_hyp), "--mode", "KD", "--cfg", narrow_cfg,
                                    "--teacher", teacher, "--epochs", "300")
     first = 50
-    assert first * len(torch_ctx["train_loader"]) >= warmup_iterations(values, len(torch_ctx["train_loader"]))
-    for ctx in (torch_ctx, jt_ctx):
-        ctx["ema"].updates = 400
-        ctx["last_opt_step"] = first * len(ctx["train_loader"]) - 1
-    initial, initial_fgd = copy_state(torch_ctx["model"]), copy_state(torch_ctx["fgd"])
-    initial_ema = copy_state(torch_ctx["ema"].ema)
+    assert first * len(torch_run.train_loader) >= warmup_iterations(values, len(torch_run.train_loader))
+    for run in (torch_run, jt_run):
+        run.ema.updates = 400
+        run.last_opt_step = first * len(run.train_loader) - 1
+    initial, initial_fgd = copy_state(torch_run.model), copy_state(torch_run.fgd)
+    initial_ema = copy_state(torch_run.ema.ema)
     torch_losses, jt_losses, lrs = [], [], []
     for epoch in range(first, first + 2):
-        torch_losses.append(torch_train.train_one_epoch(torch_ctx, epoch))
-        jt_losses.append(jt_train.train_one_epoch(jt_ctx, epoch))
-        lrs.append([[g["lr"] for g in ctx["optimizer"].param_groups] for ctx in (torch_ctx, jt_ctx)])
+        torch_losses.append(loop.train_one_epoch(torch_run, epoch, torch_train))
+        jt_losses.append(loop.train_one_epoch(jt_run, epoch, jt_train))
+        lrs.append([[g["lr"] for g in run.optimizer.param_groups] for run in (torch_run, jt_run)])
     np.testing.assert_allclose(jt_losses, torch_losses, rtol=2e-3, atol=1e-6)
     lrs = np.array(lrs)
     np.testing.assert_allclose(lrs[:, 1], lrs[:, 0], rtol=1e-12)
     assert np.all(np.diff(lrs[:, 0, 0]) < 0), "the schedule lowers the lr every epoch"
-    assert jt_ctx["accumulate"] == torch_ctx["accumulate"] == 8  # NBS 64 / batch 8
-    assert jt_ctx["last_opt_step"] == torch_ctx["last_opt_step"]
-    assert jt_ctx["ema"].updates == torch_ctx["ema"].updates > 400
-    assert_states_close(torch_ctx["model"], jt_ctx["model"], initial, "model")
-    assert_states_close(torch_ctx["ema"].ema, jt_ctx["ema"].ema, initial_ema, "ema")
-    assert_states_close(torch_ctx["fgd"], jt_ctx["fgd"], initial_fgd, "fgd")
+    assert jt_run.accumulate == torch_run.accumulate == 8  # NBS 64 / batch 8
+    assert jt_run.last_opt_step == torch_run.last_opt_step
+    assert jt_run.ema.updates == torch_run.ema.updates > 400
+    assert_states_close(torch_run.model, jt_run.model, initial, "model")
+    assert_states_close(torch_run.ema.ema, jt_run.ema.ema, initial_ema, "ema")
+    assert_states_close(torch_run.fgd, jt_run.fgd, initial_fgd, "fgd")
 
 
 def test_optimizer_groups_agree(tmp_path, data, hyp, teacher, narrow_cfg):
     """Weight decay and per-group settings act too slowly to show in a few lockstep steps: compare them directly."""
-    torch_ctx, jt_ctx = setup_both(tmp_path, data, hyp, "--mode", "KD", "--cfg", narrow_cfg, "--teacher", teacher)
-    torch_groups, jt_groups = torch_ctx["optimizer"].param_groups, jt_ctx["optimizer"].param_groups
+    torch_run, jt_run = setup_both(tmp_path, data, hyp, "--mode", "KD", "--cfg", narrow_cfg, "--teacher", teacher)
+    torch_groups, jt_groups = torch_run.optimizer.param_groups, jt_run.optimizer.param_groups
     assert len(torch_groups) == len(jt_groups) == 3
     for t, j in zip(torch_groups, jt_groups):
         assert sorted(p.numel() for p in t["params"]) == sorted(int(p.numel()) for p in j["params"])

@@ -10,7 +10,8 @@ import yaml
 from yolocore.checkpoint_io import read_checkpoint
 from yolocore.study import StudyLog
 from yolocore.synthetic import make_synthetic_dataset
-from YOLOv5Pytorch import study, train
+from yolocore.training import loop
+from YOLOv5Pytorch import study
 
 RUNS = ("teacher", "student", "student_fgd")
 
@@ -29,15 +30,15 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, data):
     project = tmp_path_factory.mktemp("study")
-    real = train.train_one_epoch
+    real = loop.train_one_epoch
 
-    def killed_in_second_epoch(ctx, epoch):
+    def killed_in_second_epoch(run, epoch, backend):
         if epoch == 1:
             raise KeyboardInterrupt
-        return real(ctx, epoch)
+        return real(run, epoch, backend)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train, "train_one_epoch", killed_in_second_epoch)
+        mp.setattr(loop, "train_one_epoch", killed_in_second_epoch)
         with pytest.raises(KeyboardInterrupt):
             study.main(study_argv(data, project))
     study.main(study_argv(data, project))  # resumes the teacher, then trains both students

@@ -13,6 +13,8 @@ import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
 import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
 from yolocore.config import ConfigError, load_data_yaml, load_hyp, save_yaml
 from yolocore.synthetic import make_synthetic_dataset
+from yolocore.training import loop
+from yolocore.training.run import resume_options
 from YOLOv5Jittor import detect as jittor_detect
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor import val as jittor_val
@@ -89,14 +91,14 @@ def test_cached_images_train_exactly_as_the_image_files_do(tmp_path, data, tree,
 
 
 def interrupt_at(monkeypatch, tree, epoch):
-    real = tree.train.train_one_epoch
+    real = loop.train_one_epoch
 
-    def crashing(ctx, e):
+    def crashing(run, e, backend):
         if e == epoch:
             raise KeyboardInterrupt
-        return real(ctx, e)
+        return real(run, e, backend)
 
-    monkeypatch.setattr(tree.train, "train_one_epoch", crashing)
+    monkeypatch.setattr(loop, "train_one_epoch", crashing)
 
 
 def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch, capsys):
@@ -110,7 +112,7 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, data, tree, monkeypatch
     # As a tree from before --noamp wrote it: the run keeps its own precision, whatever the resuming command says.
     older = {**before, "opt": {k: v for k, v in before["opt"].items() if k != "noamp"}}
     tree.ckpt.save_checkpoint({k: v for k, v in older.items() if k != "path"}, weights(killed, "last", tree))
-    assert not tree.train.resume_options(tree.train.parse_opt(["--resume", str(killed), "--noamp"]))[0].noamp
+    assert not resume_options(tree.train.parse_opt(["--resume", str(killed), "--noamp"]), tree.train)[0].noamp
     monkeypatch.undo()
     capsys.readouterr()
     tree.train.train(tree.train.parse_opt(["--resume", str(killed), "--workers", "0"]))  # the run folder will do

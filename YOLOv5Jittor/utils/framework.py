@@ -187,6 +187,11 @@ def autocast(device, enabled=True):
     return contextlib.nullcontext()
 
 
+def grad_scaler(device, enabled=True):
+    """None: without float16 there are no gradients to scale."""
+    return None
+
+
 def images_to_tensor(imgs, device):
     """uint8 (B, 3, H, W) numpy -> float Var in [0, 1]; device is global in Jittor (see select_device)."""
     return jt.array(imgs).float() / 255

@@ -69,12 +69,12 @@ def broadcast_flag(flag):
 
 
 def all_reduce_mean(values):
-    """The mean over processes of a float tensor (each process's mean training losses)."""
+    """The mean over processes of a float array (each process's mean training losses)."""
     if not dist.is_initialized():
         return values
-    values = values.clone()
+    values = torch.tensor(values, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(values)
-    return values / dist.get_world_size()
+    return to_numpy(values / dist.get_world_size())
 
 
 def sync_batchnorm(model, device):
