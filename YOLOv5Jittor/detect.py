@@ -13,16 +13,11 @@ if __package__ in (None, ""):
 import YOLOv5Jittor  # noqa: F401  (jittor's CPU build flags, which must be set before jittor loads)
 import jittor as jt
 # isort: on
-import cv2
-import numpy as np
-from tqdm import tqdm
 
-from yolocore.augment import check_imgsz, letterbox
-from yolocore.boxes import scale_boxes, xyxy2xywhn
+from yolocore.augment import letterbox, network_input
+from yolocore.boxes import scale_boxes
 from yolocore.cli import parse_detect_options, run_script
-from yolocore.config import increment_path
-from yolocore.labels import imread, list_image_files, unique_names
-from yolocore.plots import draw_detections
+from yolocore.detect_files import detect_files
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
 from YOLOv5Jittor.utils.general import non_max_suppression
@@ -36,7 +31,7 @@ def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max
     """Detections (n, 6) [x1, y1, x2, y2, conf, cls] in the pixels of the BGR image im0."""
     stride = int(model.stride.max())
     im, _, _ = letterbox(im0, imgsz, auto=True, stride=stride)
-    im = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None]
+    im = network_input(im)
     with jt.no_grad():
         pred = model(images_to_tensor(im, device))[0]
         det = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det)[0].numpy()
@@ -47,34 +42,8 @@ def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max
 def main(opt):
     device = select_device(opt.device)
     model = model_from_checkpoint(load_checkpoint(opt.weights), device)
-    check_imgsz(opt.imgsz, int(model.stride.max()))
-    files, messages = list_image_files([opt.source])
-    for m in messages:
-        print(f"WARNING {m}")
-    if not files:
-        raise FileNotFoundError(f"--source {opt.source}: no images found")
-    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
-    (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    found, unreadable = 0, 0
-    for f, name in tqdm(list(zip(files, unique_names(files))), desc="detect"):
-        im0 = imread(f)
-        if im0 is None:
-            print(f"WARNING {f}: cannot read this image, skipped")
-            unreadable += 1
-            continue
-        det = detect_image(model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det)
-        found += len(det)
-        drawn = draw_detections(im0.copy(), det[:, :4], det[:, 5].astype(int), det[:, 4], model.names)
-        cv2.imwrite(str(save_dir / f"{name}{Path(f).suffix}"), drawn)
-        if opt.save_txt:
-            xywhn = xyxy2xywhn(det[:, :4], w=im0.shape[1], h=im0.shape[0])
-            with open(save_dir / "labels" / f"{name}.txt", "w") as out:
-                for (cx, cy, w, h), conf, c in zip(xywhn, det[:, 4], det[:, 5]):
-                    out.write(f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" + (f" {conf:.5f}" if opt.save_conf else "")
-                              + "\n")
-    skipped = f" ({unreadable} unreadable, skipped)" if unreadable else ""
-    print(f"{found} detections in {len(files) - unreadable} images{skipped}, saved to {save_dir}")
-    return save_dir
+    return detect_files(opt, model.names, int(model.stride.max()), lambda im0: detect_image(
+        model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ import YOLOv5Jittor  # noqa: F401  (jittor's CPU build flags, which must be set 
 import jittor as jt
 # isort: on
 import numpy as np
-from tqdm import tqdm
 
 from yolocore.cli import parse_val_options, run_script
-from yolocore.config import increment_path, load_data_yaml
-from yolocore.evaluation import Evaluator
+from yolocore.config import increment_path
+from yolocore.evaluation import Evaluator, checked_val_inputs, val_progress
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader
 from YOLOv5Jittor.utils.framework import autocast, images_to_tensor, mixed_precision, select_device
@@ -33,8 +32,7 @@ def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_d
     model.eval()
     evaluator = Evaluator(names, plots, save_dir, save_json)
     loss = np.zeros(3)
-    for imgs, targets, paths, shapes in tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}",
-                                             leave=False):
+    for imgs, targets, paths, shapes in val_progress(dataloader):
         im = images_to_tensor(imgs, device)
         targets = jt.array(targets)
         with jt.no_grad(), autocast(device, amp):
@@ -53,12 +51,7 @@ def parse_opt(argv=None):
 
 def main(opt):
     device = select_device(opt.device)
-    data = load_data_yaml(opt.data)
-    if opt.task not in data:
-        raise ValueError(f"--task {opt.task}: {opt.data} names no {opt.task} split")
-    ckpt = load_checkpoint(opt.weights)
-    if ckpt["nc"] != data["nc"] or list(ckpt["names"]) != data["names"]:
-        raise ValueError(f"{opt.weights} was trained on classes {ckpt['names']}, but {opt.data} has {data['names']}")
+    data, ckpt = checked_val_inputs(opt, load_checkpoint)
     model = model_from_checkpoint(ckpt, device)
     loader, _ = create_dataloader(data[opt.task], opt.imgsz, opt.batch_size, data["nc"], workers=opt.workers,
                                   prefix=f"{opt.task}: ", rect=True)

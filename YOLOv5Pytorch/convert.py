@@ -7,34 +7,23 @@ ultralytics YOLOv5's .pt files, which this script turns into plain ones (with --
 file's own). The optimizer state is left out (its layout is framework-specific), so a converted checkpoint starts
 new runs (--weights, --teacher) but does not --resume.
 """
-import argparse
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolocore.cli import run_script
+from yolocore.checkpoint_io import convert_checkpoint
+from yolocore.cli import parse_convert_options, run_script
 from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
 
 
 def parse_opt(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint to convert (either tree's or ultralytics')")
-    parser.add_argument("--out", default="", help=f"output path; default: --weights with the suffix {SUFFIX}")
-    return parser.parse_args(argv)
+    return parse_convert_options(argv, __doc__, SUFFIX)
 
 
 def convert(weights, out=""):
-    ckpt = load_checkpoint(weights)
-    out = Path(out) if out else Path(weights).with_suffix(SUFFIX)
-    if out.resolve() == Path(weights).resolve():
-        raise ValueError(f"{weights}: already a {SUFFIX} checkpoint; pass --out to write a copy")
-    ckpt.update(framework=FRAMEWORK, optimizer=None, converted_from=str(weights))
-    ckpt.pop("path")
-    save_checkpoint(ckpt, out)
-    print(f"{weights} -> {out}")
-    return out
+    return convert_checkpoint(weights, out, load_checkpoint, save_checkpoint, FRAMEWORK, SUFFIX)
 
 
 if __name__ == "__main__":

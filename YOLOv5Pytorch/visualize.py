@@ -14,26 +14,21 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from yolocore.augment import check_imgsz
+from yolocore.augment import network_input
 from yolocore.cli import parse_visualize_options, run_script
-from yolocore.config import increment_path
-from yolocore.fgd_figures import (
-    check_sources,
-    image_panels,
-    letterboxed_sample,
-    staged_dir,
-    write_fgd_figure,
+from yolocore.kd_checks import check_equal_maps
+from yolocore.visualize_plan import (
+    check_maps_request,
+    check_same_classes,
+    distilled_levels,
+    plan_figures,
+    write_figures,
 )
-from yolocore.labels import unique_names
 from YOLOv5Pytorch.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
 from YOLOv5Pytorch.utils.general import non_max_suppression
-
-DEFAULT_LAYERS = [17, 20, 23]  # the three maps that feed Detect in every YOLOv5 yaml of the project
-DEFAULT_TEMP = 0.5  # FGDLoss's default, for checkpoints whose hyp does not say
 
 
 def parse_opt(argv=None):
@@ -57,20 +52,13 @@ def fgd_maps(teacher, student, fgd, im, targets, layers, kd_layers=None, temp=No
     Keys: teacher_/student_ feature (H, W) mean |F|, spatial (H, W), channel (C_teacher,), fg (H, W) = feature x
     fg mask; fg_mask, bg_mask (H, W). The student_ keys are absent where no align conv maps it to the teacher.
     """
-    if im.dim() != 4 or im.shape[0] != 1:
-        raise ValueError(f"fgd_maps takes one image (1, 3, H, W), got {tuple(im.shape)}")
-    kd_layers = list(layers if kd_layers is None else kd_layers)
-    if fgd is not None and len(fgd.align) != len(kd_layers):
-        raise ValueError(f"the FGD modules have {len(fgd.align)} levels for kd_layers {kd_layers}")
-    temp = float(temp if temp is not None else fgd.temp if fgd is not None else DEFAULT_TEMP)
+    kd_layers, temp = check_maps_request(tuple(im.shape), fgd, layers, kd_layers, temp)
     t_feats = teacher(im, feature_layers=layers)[1]
     s_feats = student(im, feature_layers=layers)[1]
+    check_equal_maps(layers, [s.shape for s in s_feats], [t.shape for t in t_feats], "show")
     boxes, valid = pad_boxes(targets.to(im.device, torch.float32).reshape(-1, 6), 1)
     levels = []
     for layer, t, s in zip(layers, t_feats, s_feats):
-        if t.shape[2:] != s.shape[2:]:
-            raise ValueError(f"layer {layer}: student map {tuple(s.shape[2:])} and teacher map {tuple(t.shape[2:])} "
-                             "differ in size; show layers of equal stride")
         t = t.float()
         fg = foreground_mask(boxes, valid, *t.shape[2:])
         maps = {"fg_mask": fg, "bg_mask": background_mask(fg)}
@@ -90,90 +78,50 @@ def fgd_maps(teacher, student, fgd, im, targets, layers, kd_layers=None, temp=No
 def load_models(opt, device):
     """(teacher, student, student checkpoint) after checking that both detect the same classes."""
     t_ckpt, s_ckpt = load_checkpoint(opt.teacher), load_checkpoint(opt.student)
-    if t_ckpt["nc"] != s_ckpt["nc"] or list(t_ckpt["names"]) != list(s_ckpt["names"]):
-        raise ValueError(f"teacher {opt.teacher} detects {t_ckpt['nc']} classes {list(t_ckpt['names'])}, "
-                         f"student {opt.student} {s_ckpt['nc']} classes {list(s_ckpt['names'])}: they must agree")
+    check_same_classes(opt, t_ckpt, s_ckpt)
     return model_from_checkpoint(t_ckpt, device), model_from_checkpoint(s_ckpt, device), s_ckpt
-
-
-def check_layers(layers, models):
-    for name, model in models:
-        last = len(model.model) - 2
-        bad = [i for i in layers if not 0 <= i <= last]
-        if bad:
-            raise ValueError(f"layers {bad} do not exist: the {name} has layers 0..{last} before Detect")
 
 
 def load_fgd(s_ckpt, student, teacher, device):
     """(the student's FGDLoss with its trained align convs, its kd_layers), or (None, []) for a plain student."""
-    kd_layers = list(s_ckpt.get("kd_layers") or [])
-    if not s_ckpt.get("fgd") or not kd_layers:
+    distilled = distilled_levels(s_ckpt, student, teacher)
+    if distilled is None:
         return None, []
-    check_layers(kd_layers, [(f"student {s_ckpt['path']} (its kd_layers)", student), ("teacher", teacher)])
-    s_ch, t_ch = student.feature_channels(kd_layers), teacher.feature_channels(kd_layers)
-    temp = (s_ckpt.get("hyp") or {}).get("fgd_temp", DEFAULT_TEMP)
-    fgd = FGDLoss(s_ch, t_ch, temp=temp)
-    load_weights(fgd, s_ckpt["fgd"], f"{s_ckpt['path']} (its FGD modules, for student channels {s_ch} and teacher "
-                                     f"channels {t_ch} at layers {kd_layers}: was it distilled from another teacher?)")
-    return fgd.to(device).eval(), kd_layers
-
-
-def missing_notes(fgd, kd_layers, layers, student, teacher):
-    """Per layer, why the student maps are left out, or '' where they are drawn."""
-    notes = []
-    for layer, s_ch, t_ch in zip(layers, student.feature_channels(layers), teacher.feature_channels(layers)):
-        where = "a plain student" if not kd_layers else f"not among its kd_layers {kd_layers}"
-        missing = _align_for(fgd, kd_layers, layer, s_ch, t_ch) is None
-        notes.append(f"student has {s_ch} channels, teacher {t_ch}, and no align conv ({where})" if missing else "")
-    return notes
+    fgd = FGDLoss(distilled.student_channels, distilled.teacher_channels, temp=distilled.temp)
+    load_weights(fgd, s_ckpt["fgd"], distilled.source)
+    return fgd.to(device).eval(), distilled.layers
 
 
 def prepare(opt, device):
-    """Everything checked before anything is written: options, checkpoints, classes, layers, map sizes and every
-    image."""
+    """The plan of yolocore.visualize_plan.plan_figures: everything checked before anything is written."""
     teacher, student, s_ckpt = load_models(opt, device)
     fgd, kd_layers = load_fgd(s_ckpt, student, teacher, device)
-    layers = list(opt.layers or kd_layers or DEFAULT_LAYERS)
-    check_layers(layers, [("student", student), ("teacher", teacher)])
-    stride = max(int(m.stride.max()) for m in (teacher, student))
-    check_imgsz(opt.imgsz, stride)
-    temp = fgd.temp if fgd is not None else (s_ckpt.get("hyp") or {}).get("fgd_temp", DEFAULT_TEMP)
-    fgd_maps(teacher, student, fgd, torch.zeros(1, 3, opt.imgsz, opt.imgsz, device=device), torch.zeros(0, 6),
-             layers, kd_layers, temp)  # a probe: unequal map sizes fail here, before any output exists
-    files, warnings = check_sources(opt.source, len(student.names))
-    return {"teacher": teacher, "student": student, "fgd": fgd, "kd_layers": kd_layers, "layers": layers,
-            "temp": temp, "stride": stride, "files": files, "warnings": warnings,
-            "notes": missing_notes(fgd, kd_layers, layers, student, teacher)}
+
+    def probe(layers, temp):  # unequal map sizes fail here, before any output exists
+        fgd_maps(teacher, student, fgd, torch.zeros(1, 3, opt.imgsz, opt.imgsz, device=device), torch.zeros(0, 6),
+                 layers, kd_layers, temp)
+
+    def aligned(layer, s_channels, t_channels):
+        return _align_for(fgd, kd_layers, layer, s_channels, t_channels) is not None
+
+    return plan_figures(opt, teacher, student, s_ckpt, fgd, kd_layers, probe, aligned)
 
 
 @torch.no_grad()
-def visualize_image(plan, path, name, save_dir, opt, device):
-    student = plan["student"]
-    im, labels = letterboxed_sample(path, opt.imgsz, plan["stride"], len(student.names))
-    tensor = images_to_tensor(np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None], device)
+def analyse_image(plan, im, labels, opt, device):
+    """(fgd_maps' levels, the student's detections (n, 6)) of a letterboxed BGR image and its labels (n, 5)."""
+    tensor = images_to_tensor(network_input(im), device)
     targets = torch.from_numpy(np.concatenate([np.zeros((len(labels), 1)), labels], 1))
-    levels = fgd_maps(plan["teacher"], student, plan["fgd"], tensor, targets, plan["layers"], plan["kd_layers"],
+    levels = fgd_maps(plan["teacher"], plan["student"], plan["fgd"], tensor, targets, plan["layers"], plan["kd_layers"],
                       plan["temp"])
-    det = non_max_suppression(student(tensor)[0], opt.conf_thres, opt.iou_thres)[0].cpu().numpy()
-    title = f"{Path(path).name}: teacher {Path(opt.teacher).name}, student {Path(opt.student).name}, T={plan['temp']}"
-    return write_fgd_figure(save_dir, name, image_panels(im, labels, det, student.names), levels, plan["layers"],
-                            plan["notes"], title)
+    det = non_max_suppression(plan["student"](tensor)[0], opt.conf_thres, opt.iou_thres)[0].cpu().numpy()
+    return levels, det
 
 
 def main(opt):
     device = select_device(opt.device)
     plan = prepare(opt, device)
-    for w in plan["warnings"]:
-        print(f"WARNING {w}")
-    for layer, note in zip(plan["layers"], plan["notes"]):
-        if note:
-            print(f"layer {layer}: student maps left out: {note}")
-    out = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
-    with staged_dir(out) as tmp:
-        for path, name in tqdm(list(zip(plan["files"], unique_names(plan["files"]))), desc="visualize"):
-            visualize_image(plan, path, name, tmp, opt, device)
-    print(f"{len(plan['files'])} images, layers {plan['layers']}, saved to {out}")
-    return out
+    return write_figures(opt, plan, lambda im, labels: analyse_image(plan, im, labels, opt, device))
 
 
 if __name__ == "__main__":

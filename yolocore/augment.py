@@ -41,6 +41,11 @@ def letterbox(im, new_shape=640, color=PAD_COLOR, auto=False, scaleup=True, stri
     return im, (r, r), (dw, dh)
 
 
+def network_input(im):
+    """The (1, 3, H, W) contiguous RGB batch a network takes for one HWC BGR image (still uint8)."""
+    return np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None]
+
+
 def box_candidates(box1, box2, wh_thr=2, ar_thr=100, area_thr=0.1, eps=1e-16):
     """Which warped boxes to keep: box1 (4,n) before and box2 (4,n) after augmentation, xyxy.
 

@@ -30,6 +30,7 @@ _NUMPY_GLOBALS = {
 
 
 SUFFIXES = {"pytorch": ".pt", "jittor": ".pkl"}  # each tree's checkpoint file suffix
+REQUIRED_KEYS = ("model", "yaml", "nc", "names")
 
 
 class CheckpointFormatError(ValueError):
@@ -208,6 +209,36 @@ def write_pickle_checkpoint(ckpt, path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def checked_checkpoint(ckpt, path):
+    """A checkpoint read from path, once it has the keys every tree needs, labelled with its path and (older
+    checkpoints of the PyTorch tree did not say) the framework that wrote it."""
+    missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    ckpt.setdefault("framework", "pytorch")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def network_weights(ckpt, use_ema=True):
+    """The state dict a network is built from: the EMA weights when asked for and present, else the model's."""
+    return ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+
+
+def convert_checkpoint(weights, out, load_checkpoint, save_checkpoint, framework, suffix):
+    """convert.py (both trees): weights, read by the tree's load_checkpoint, written by its save_checkpoint to out
+    (default: weights with the tree's suffix) without the optimizer state, whose layout is framework-specific."""
+    ckpt = load_checkpoint(weights)
+    out = Path(out) if out else Path(weights).with_suffix(suffix)
+    if out.resolve() == Path(weights).resolve():
+        raise ValueError(f"{weights}: already a {suffix} checkpoint; pass --out to write a copy")
+    ckpt.update(framework=framework, optimizer=None, converted_from=str(weights))
+    ckpt.pop("path")
+    save_checkpoint(ckpt, out)
+    print(f"{weights} -> {out}")
+    return out
 
 
 def map_arrays(obj, fn):

@@ -151,3 +151,11 @@ def parse_visualize_options(argv, description):
     p.add_argument("--name", default="exp", help="output folder project/name, incremented unless --exist-ok")
     p.add_argument("--exist-ok", action="store_true")
     return p.parse_args(argv)
+
+
+def parse_convert_options(argv, description, suffix):
+    """convert.py's options (the same in both trees); suffix is the tree's checkpoint suffix."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="checkpoint to convert (either tree's or ultralytics')")
+    p.add_argument("--out", default="", help=f"output path; default: --weights with the suffix {suffix}")
+    return p.parse_args(argv)

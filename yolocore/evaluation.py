@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from yolocore.boxes import scale_boxes, xywh2xyxy, xyxy2xywhn
 from yolocore.coco import CocoRecorder, save_coco
+from yolocore.config import load_data_yaml
 from yolocore.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from yolocore.plots import plot_images
 from yolocore.results import format_metrics_table
@@ -42,6 +44,23 @@ def write_per_class_csv(path, names, images, instances, p, r, ap50, ap, ap_class
                              *("" if v is None else f"{float(v):.6g}" for v in values)])
     os.replace(tmp, path)  # a reader never sees half a table
     return path
+
+
+def val_progress(dataloader):
+    """The progress bar val.py shows over a loader's batches."""
+    return tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}", leave=False)
+
+
+def checked_val_inputs(opt, load_checkpoint):
+    """(data yaml dict, checkpoint) of val.py's options, once the split exists and the classes agree; load_checkpoint
+    is the tree's."""
+    data = load_data_yaml(opt.data)
+    if opt.task not in data:
+        raise ValueError(f"--task {opt.task}: {opt.data} names no {opt.task} split")
+    ckpt = load_checkpoint(opt.weights)
+    if ckpt["nc"] != data["nc"] or list(ckpt["names"]) != data["names"]:
+        raise ValueError(f"{opt.weights} was trained on classes {ckpt['names']}, but {opt.data} has {data['names']}")
+    return data, ckpt
 
 
 class Evaluator:

@@ -3,10 +3,16 @@ arrays and plain containers) and reads its own .pkl, the PyTorch tree's .pt and 
 
 import numpy as np
 
-from yolocore.checkpoint_io import checkpoint_file, read_checkpoint, state_dict_mismatch, write_pickle_checkpoint
+from yolocore.checkpoint_io import (
+    checked_checkpoint,
+    checkpoint_file,
+    network_weights,
+    read_checkpoint,
+    state_dict_mismatch,
+    write_pickle_checkpoint,
+)
 from YOLOv5Jittor.models.yolo import Model
 
-REQUIRED_KEYS = ("model", "yaml", "nc", "names")
 FRAMEWORK = "jittor"
 SUFFIX = ".pkl"
 
@@ -21,12 +27,7 @@ def load_checkpoint(path):
     wrote it."""
     path = checkpoint_file(path)
     ckpt = read_checkpoint(path)
-    missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    ckpt.setdefault("framework", "pytorch")
-    ckpt["path"] = str(path)
-    return ckpt
+    return checked_checkpoint(ckpt, path)
 
 
 def load_weights(module, weights, source):
@@ -44,7 +45,6 @@ def load_weights(module, weights, source):
 def model_from_checkpoint(ckpt, device=None, use_ema=True):
     """The network of a checkpoint (its EMA weights when it has them), in eval mode, with class names."""
     model = Model(ckpt["yaml"], nc=ckpt["nc"])
-    weights = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    load_weights(model, weights, ckpt.get("path", "checkpoint"))
+    load_weights(model, network_weights(ckpt, use_ema), ckpt.get("path", "checkpoint"))
     model.names = list(ckpt["names"])
     return model.eval()

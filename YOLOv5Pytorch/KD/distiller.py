@@ -1,6 +1,7 @@
 """Teacher loading and FGD set-up for --mode KD: every mismatch is an error before the first step."""
 import torch
 
+from yolocore.kd_checks import check_equal_maps, check_kd_layers, check_teacher_classes, fgd_options
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -8,9 +9,7 @@ from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoin
 def load_teacher(path, names, device):
     """The teacher network in eval mode, frozen; its classes must be the dataset's."""
     ckpt = load_checkpoint(path)
-    if ckpt["nc"] != len(names) or list(ckpt["names"]) != list(names):
-        raise ValueError(f"teacher {path} was trained on {ckpt['nc']} classes {list(ckpt['names'])}, "
-                         f"but the dataset has {len(names)} classes {list(names)}")
+    check_teacher_classes(path, ckpt, names)
     teacher = model_from_checkpoint(ckpt, device)
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -19,9 +18,7 @@ def load_teacher(path, names, device):
 
 def build_fgd(student, teacher, layers, hyp, imgsz, device):
     """FGDLoss sized from both models, after checking that the distilled maps line up."""
-    for name, model in (("student", student), ("teacher", teacher)):
-        if not all(0 <= i < len(model.model) - 1 for i in layers):
-            raise ValueError(f"--kd-layers {layers}: the {name} has layers 0..{len(model.model) - 2} before Detect")
+    check_kd_layers(layers, (("student", student), ("teacher", teacher)))
     was_training = student.training
     student.eval()
     with torch.no_grad():
@@ -29,10 +26,5 @@ def build_fgd(student, teacher, layers, hyp, imgsz, device):
         s_feats = student(probe, feature_layers=layers)[1]
         t_feats = teacher(probe, feature_layers=layers)[1]
     student.train(was_training)
-    for layer, s, t in zip(layers, s_feats, t_feats):
-        if s.shape[2:] != t.shape[2:]:
-            raise ValueError(f"layer {layer}: student map {tuple(s.shape[2:])} and teacher map {tuple(t.shape[2:])} "
-                             "differ in size; distil layers of equal stride")
-    return FGDLoss([f.shape[1] for f in s_feats], [f.shape[1] for f in t_feats], temp=hyp["fgd_temp"],
-                   alpha_fgd=hyp["fgd_alpha"], beta_fgd=hyp["fgd_beta"], gamma_fgd=hyp["fgd_gamma"],
-                   lambda_fgd=hyp["fgd_lambda"]).to(device)
+    check_equal_maps(layers, [f.shape for f in s_feats], [f.shape for f in t_feats], "distil")
+    return FGDLoss([f.shape[1] for f in s_feats], [f.shape[1] for f in t_feats], **fgd_options(hyp)).to(device)

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from yolocore.kd_checks import FGDSettings, check_fgd_inputs
 from YOLOv5Pytorch.models.common import draw_initial_weights
 
 
@@ -113,13 +114,6 @@ def background_mask(fg):
     return bg / bg.sum((1, 2), keepdim=True).clamp(min=1)
 
 
-def _per_level(value, levels, name):
-    values = [float(value)] * levels if isinstance(value, (int, float)) else [float(v) for v in value]
-    if len(values) != levels:
-        raise ValueError(f"FGDLoss: {name} has {len(values)} entries for {levels} levels")
-    return values
-
-
 class FGDLoss(nn.Module):
     """FGD loss over several feature levels.
 
@@ -139,20 +133,9 @@ class FGDLoss(nn.Module):
         lambda_fgd=1e-5,
     ):
         super().__init__()
-        self.student_channels = [int(c) for c in student_channels]
-        self.teacher_channels = [int(c) for c in teacher_channels]
-        levels = len(self.teacher_channels)
-        if len(self.student_channels) != levels:
-            raise ValueError(
-                f"FGDLoss: {len(self.student_channels)} student channel counts for {levels} teacher levels"
-            )
-        if temp <= 0:
-            raise ValueError(f"FGDLoss: temp must be positive, got {temp}")
-        self.temp = float(temp)
-        self.alpha = _per_level(alpha_fgd, levels, "alpha_fgd")
-        self.beta = _per_level(beta_fgd, levels, "beta_fgd")
-        self.gamma = _per_level(gamma_fgd, levels, "gamma_fgd")
-        self.lambda_ = _per_level(lambda_fgd, levels, "lambda_fgd")
+        (self.student_channels, self.teacher_channels, self.temp, self.alpha, self.beta, self.gamma,
+         self.lambda_) = FGDSettings.checked(student_channels, teacher_channels, temp, alpha_fgd, beta_fgd, gamma_fgd,
+                                             lambda_fgd)
         self.align = nn.ModuleList(
             nn.Conv2d(s, t, kernel_size=1, stride=1, padding=0) if s != t else nn.Identity()
             for s, t in zip(self.student_channels, self.teacher_channels)
@@ -161,32 +144,6 @@ class FGDLoss(nn.Module):
         self.gc_student = nn.ModuleList(GcBlock(t) for t in self.teacher_channels)
         self.gc_teacher = nn.ModuleList(GcBlock(t) for t in self.teacher_channels)
 
-    def _check_shapes(self, student_feats, teacher_feats, targets):
-        levels = len(self.teacher_channels)
-        if len(student_feats) != levels or len(teacher_feats) != levels:
-            raise ValueError(
-                f"FGDLoss: built for {levels} levels, got {len(student_feats)} student "
-                f"and {len(teacher_feats)} teacher feature maps"
-            )
-        batch = student_feats[0].shape[0]
-        for level, (s, t) in enumerate(zip(student_feats, teacher_feats)):
-            shapes = f"student {tuple(s.shape)}, teacher {tuple(t.shape)}"
-            if s.dim() != 4 or t.dim() != 4:
-                raise ValueError(f"FGDLoss level {level}: features must be (N, C, H, W), got {shapes}")
-            if s.shape[1] != self.student_channels[level] or t.shape[1] != self.teacher_channels[level]:
-                raise ValueError(
-                    f"FGDLoss level {level}: expected {self.student_channels[level]} student and "
-                    f"{self.teacher_channels[level]} teacher channels, got {shapes}"
-                )
-            if s.shape[0] != batch or t.shape[0] != batch or s.shape[2:] != t.shape[2:]:
-                raise ValueError(
-                    f"FGDLoss level {level}: batch size {batch} and equal spatial sizes expected, got {shapes}"
-                )
-        if targets.dim() != 2 or targets.shape[1] != 6:
-            raise ValueError(
-                f"FGDLoss: targets must be (n, 6) [image, class, cx, cy, w, h], got {tuple(targets.shape)}"
-            )
-
     def forward(self, student_feats, teacher_feats, targets):
         # Float32 whatever autocast the caller runs: under it the matmuls below would run in half
         # precision, and their sums over a map's channels can pass float16's range.
@@ -194,7 +151,8 @@ class FGDLoss(nn.Module):
             return self.loss(student_feats, teacher_feats, targets)
 
     def loss(self, student_feats, teacher_feats, targets):
-        self._check_shapes(student_feats, teacher_feats, targets)
+        check_fgd_inputs(self.student_channels, self.teacher_channels, [f.shape for f in student_feats],
+                         [f.shape for f in teacher_feats], targets.shape)
         batch = student_feats[0].shape[0]
         boxes, valid = pad_boxes(targets.detach().to(student_feats[0].device, torch.float32), batch)
         total = boxes.new_zeros(4)

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import torch
 
-from yolocore.checkpoint_io import checkpoint_file, map_arrays, read_checkpoint, state_dict_mismatch
+from yolocore.checkpoint_io import (
+    checked_checkpoint,
+    checkpoint_file,
+    map_arrays,
+    network_weights,
+    read_checkpoint,
+    state_dict_mismatch,
+)
 from YOLOv5Pytorch.models.yolo import Model
 
-REQUIRED_KEYS = ("model", "yaml", "nc", "names")
 FRAMEWORK = "pytorch"
 SUFFIX = ".pt"
 
@@ -37,12 +43,7 @@ def load_checkpoint(path):
         raise ValueError(f"{path}: not a checkpoint of this project ({type(e).__name__}: {e})") from e
     if ckpt is None:
         ckpt = map_arrays(read_checkpoint(path), lambda a: torch.from_numpy(a.copy()))
-    missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    ckpt.setdefault("framework", "pytorch")
-    ckpt["path"] = str(path)
-    return ckpt
+    return checked_checkpoint(ckpt, path)
 
 
 def load_weights(module, weights, source):
@@ -58,7 +59,6 @@ def load_weights(module, weights, source):
 def model_from_checkpoint(ckpt, device=None, use_ema=True):
     """The network of a checkpoint (its EMA weights when it has them), in eval mode, with class names."""
     model = Model(ckpt["yaml"], nc=ckpt["nc"])
-    weights = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    load_weights(model, weights, ckpt.get("path", "checkpoint"))
+    load_weights(model, network_weights(ckpt, use_ema), ckpt.get("path", "checkpoint"))
     model.names = list(ckpt["names"])
     return model.to(device or "cpu").eval()
