@@ -48,8 +48,7 @@ from yolocore.synthetic import make_synthetic_dataset
 from yolocore.training_record import add_epoch, describe_device, training_record
 from YOLOv5Jittor import val as validate
 from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
-from YOLOv5Jittor.models.common import BatchNorm2d
-from YOLOv5Jittor.models.yolo import Model, anchors_in_strides
+from YOLOv5Jittor.models.yolo import Model
 from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader, set_epoch
 from YOLOv5Jittor.utils.framework import (
@@ -71,6 +70,7 @@ from YOLOv5Jittor.utils.framework import (
     state_dict_to_numpy,
     sync_batchnorm,
 )
+from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d, anchors_in_strides
 from YOLOv5Jittor.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent

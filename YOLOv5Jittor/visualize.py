@@ -34,7 +34,7 @@ from yolocore.labels import unique_names
 from YOLOv5Jittor.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
-from YOLOv5Jittor.utils.general import non_max_suppression
+from YOLOv5Jittor.utils.nms import non_max_suppression
 
 DEFAULT_LAYERS = [17, 20, 23]  # the three maps that feed Detect in every YOLOv5 yaml of the project
 DEFAULT_TEMP = 0.5  # FGDLoss's default, for checkpoints whose hyp does not say

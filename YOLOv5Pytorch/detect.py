@@ -22,7 +22,7 @@ from yolocore.labels import imread, list_image_files, unique_names
 from yolocore.plots import draw_detections
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
-from YOLOv5Pytorch.utils.general import non_max_suppression
+from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 
 def parse_opt(argv=None):

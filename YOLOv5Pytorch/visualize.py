@@ -30,7 +30,7 @@ from yolocore.labels import unique_names
 from YOLOv5Pytorch.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
-from YOLOv5Pytorch.utils.general import non_max_suppression
+from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 DEFAULT_LAYERS = [17, 20, 23]  # the three maps that feed Detect in every YOLOv5 yaml of the project
 DEFAULT_TEMP = 0.5  # FGDLoss's default, for checkpoints whose hyp does not say

@@ -13,7 +13,8 @@ the official ones up to float rounding, which the tests check against a plain pe
 import jittor as jt
 import jittor.nn as nn
 
-from YOLOv5Jittor.models.common import LayerNorm, draw_initial_weights
+from YOLOv5Jittor.models.common import draw_initial_weights
+from YOLOv5Jittor.utils.jittor_nn import LayerNorm
 
 
 class GcBlock(nn.Module):
