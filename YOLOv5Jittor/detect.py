@@ -20,7 +20,7 @@ from yolocore.cli import parse_detect_options, run_script
 from yolocore.detect_files import detect_files
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
-from YOLOv5Jittor.utils.general import non_max_suppression
+from YOLOv5Jittor.utils.nms import non_max_suppression
 
 
 def parse_opt(argv=None):

@@ -26,8 +26,7 @@ from yolocore.cli import parse_train_options, run_script
 from yolocore.training import loop
 from YOLOv5Jittor import val as validate
 from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
-from YOLOv5Jittor.models.common import BatchNorm2d
-from YOLOv5Jittor.models.yolo import Model, anchors_in_strides
+from YOLOv5Jittor.models.yolo import Model
 from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader
 from YOLOv5Jittor.utils.framework import (
@@ -51,6 +50,7 @@ from YOLOv5Jittor.utils.framework import (
     sync_batchnorm,
     to_numpy,
 )
+from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d, anchors_in_strides
 from YOLOv5Jittor.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent

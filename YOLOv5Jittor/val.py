@@ -21,7 +21,7 @@ from yolocore.evaluation import Evaluator, checked_val_inputs, val_progress
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader
 from YOLOv5Jittor.utils.framework import autocast, images_to_tensor, mixed_precision, select_device
-from YOLOv5Jittor.utils.general import non_max_suppression
+from YOLOv5Jittor.utils.nms import non_max_suppression
 
 
 def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,

@@ -32,7 +32,7 @@ from yolocore.visualize_plan import (
 from YOLOv5Jittor.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
-from YOLOv5Jittor.utils.general import non_max_suppression
+from YOLOv5Jittor.utils.nms import non_max_suppression
 
 
 def parse_opt(argv=None):

@@ -17,7 +17,7 @@ from yolocore.cli import parse_detect_options, run_script
 from yolocore.detect_files import detect_files
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
-from YOLOv5Pytorch.utils.general import non_max_suppression
+from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 
 def parse_opt(argv=None):

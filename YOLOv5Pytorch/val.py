@@ -18,7 +18,7 @@ from yolocore.evaluation import Evaluator, checked_val_inputs, val_progress
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.dataloader import create_dataloader
 from YOLOv5Pytorch.utils.framework import autocast, images_to_tensor, mixed_precision, select_device
-from YOLOv5Pytorch.utils.general import non_max_suppression
+from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 
 def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,

@@ -28,7 +28,7 @@ from yolocore.visualize_plan import (
 from YOLOv5Pytorch.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
-from YOLOv5Pytorch.utils.general import non_max_suppression
+from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 
 def parse_opt(argv=None):

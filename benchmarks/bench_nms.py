@@ -1,6 +1,6 @@
 """Time of validation's NMS (conf 0.001, IoU 0.6, multi-label, max_det 300: YOLOv5's val settings) on dense
 predictions like an untrained model's, where nearly every anchor passes the confidence threshold: the blocked
-NMS of YOLOv5Pytorch.utils.general against the one-kept-box-per-round loop it replaced, which costs one device
+NMS of YOLOv5Pytorch.utils.nms against the one-kept-box-per-round loop it replaced, which costs one device
 round trip per kept box. Prints figures only; run from the repository root with
 `python -m benchmarks.bench_nms [--device cuda]`.
 """
@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from YOLOv5Pytorch.utils import general
+from YOLOv5Pytorch.utils import nms
 
 ANCHORS_512 = 3 * (64 * 64 + 32 * 32 + 16 * 16)  # yolov5 outputs per 512x512 image
 
@@ -20,7 +20,7 @@ def loop_nms(boxes, scores, iou_thres, max_det):
     while order.numel() and len(keep) < max_det:
         i = order[0]
         keep.append(i)
-        iou = general.box_iou(boxes[i][None], boxes[order[1:]])[0]
+        iou = nms.box_iou(boxes[i][None], boxes[order[1:]])[0]
         order = order[1:][iou <= iou_thres]
     return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
 
@@ -56,13 +56,13 @@ def main():
     device = torch.device(args.device)
     pred = dense_predictions(args.batch, args.nc, device)
     kwargs = dict(conf_thres=0.001, iou_thres=0.6, multi_label=True, max_det=300)
-    blocked_s, blocked = timed(lambda: general.non_max_suppression(pred, **kwargs), device, args.repeats)
-    replaced = general.nms
-    general.nms = loop_nms
+    blocked_s, blocked = timed(lambda: nms.non_max_suppression(pred, **kwargs), device, args.repeats)
+    replaced = nms.nms
+    nms.nms = loop_nms
     try:
-        loop_s, looped = timed(lambda: general.non_max_suppression(pred, **kwargs), device, args.repeats)
+        loop_s, looped = timed(lambda: nms.non_max_suppression(pred, **kwargs), device, args.repeats)
     finally:
-        general.nms = replaced
+        nms.nms = replaced
     same = all(torch.equal(a, b) for a, b in zip(blocked, looped))
     print(f"{args.batch} images of {ANCHORS_512} predictions, {args.nc} classes, on {device}; "
           f"{sum(len(d) for d in blocked)} boxes kept; same boxes as the loop: {same}")

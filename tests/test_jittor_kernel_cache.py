@@ -5,13 +5,17 @@ import os
 import subprocess
 import sys
 
+# isort: off
+import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
+import jittor as jt
+# isort: on
 from yolocore.config import ROOT
-from YOLOv5Jittor.utils.framework import _PER_SLOT, jt
+from YOLOv5Jittor.utils.kernel_cache import _PER_SLOT
 
-CLAIM = ("import sys; from YOLOv5Jittor.utils.framework import claim_kernel_cache; "
+CLAIM = ("import sys; from YOLOv5Jittor.utils.kernel_cache import claim_kernel_cache; "
          "print(claim_kernel_cache(sys.argv[1]), flush=True); sys.stdin.read()")
 # Claims a kernel cache in argv[1], runs a few kernels there, reports their result and the cache.
-RUN_KERNELS = ("import sys; from YOLOv5Jittor.utils.framework import claim_kernel_cache, jt; "
+RUN_KERNELS = ("import sys; from YOLOv5Jittor.utils.kernel_cache import claim_kernel_cache; import jittor as jt; "
                "jt.flags.cache_path = claim_kernel_cache(sys.argv[1]); "
                "x = jt.arange(12).float32().reshape(3, 4); print((x * 3 + 1).exp().sum(1).numpy().tolist()); "
                "print(jt.flags.cache_path, flush=True); sys.stdin.read()")

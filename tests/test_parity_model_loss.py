@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from YOLOv5Jittor.models.common import BatchNorm2d as JtBatchNorm2d
 from YOLOv5Jittor.models.yolo import Model as JtModel
 from YOLOv5Jittor.models.yolo import count_parameters as jt_count_parameters
 from YOLOv5Jittor.utils.framework import ModelEMA as JtModelEMA
 from YOLOv5Jittor.utils.framework import state_dict_from_numpy as jt_state_dict_from_numpy
-from YOLOv5Jittor.utils.general import non_max_suppression as jt_nms
+from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d as JtBatchNorm2d
 from YOLOv5Jittor.utils.loss import ComputeLoss as JtComputeLoss
+from YOLOv5Jittor.utils.nms import non_max_suppression as jt_nms
 from YOLOv5Pytorch.models.yolo import Model as TorchModel
 from YOLOv5Pytorch.models.yolo import count_parameters as torch_count_parameters
 from YOLOv5Pytorch.utils.framework import ModelEMA as TorchModelEMA
 from YOLOv5Pytorch.utils.framework import init_seeds as torch_init_seeds
 from YOLOv5Pytorch.utils.framework import state_dict_to_numpy as torch_state_dict_to_numpy
-from YOLOv5Pytorch.utils.general import non_max_suppression as torch_nms
 from YOLOv5Pytorch.utils.loss import ComputeLoss as TorchComputeLoss
+from YOLOv5Pytorch.utils.nms import non_max_suppression as torch_nms
 
 NC = 10
 HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0}

@@ -8,10 +8,9 @@ import torch.nn.functional as F
 
 from yolocore.config import load_hyp
 from YOLOv5Pytorch.models.yolo import Model
-from YOLOv5Pytorch.utils import general
 from YOLOv5Pytorch.utils.framework import init_seeds
-from YOLOv5Pytorch.utils.general import box_iou, nms, non_max_suppression
 from YOLOv5Pytorch.utils.loss import ComputeLoss, bbox_ciou
+from YOLOv5Pytorch.utils.nms import box_iou, nms, non_max_suppression
 
 HYP_FILE = Path(__file__).resolve().parents[1] / "YOLOv5Pytorch" / "hyp.scratch-low.yaml"
 BALANCE = [4.0, 1.0, 0.4]
@@ -306,7 +305,7 @@ def test_collapsed_predicted_box_gives_a_finite_ciou():
 
 @pytest.mark.parametrize("block", [1, 7, 64])
 def test_nms_in_small_blocks_equals_greedy_reference(block, monkeypatch):
-    monkeypatch.setattr(general, "NMS_BLOCK_CPU", block)
+    monkeypatch.setattr("YOLOv5Pytorch.utils.nms.NMS_BLOCK_CPU", block)
     pred = random_predictions(5)
     for kwargs in ({}, {"multi_label": True, "max_det": 37}, {"agnostic": True, "iou_thres": 0.3}):
         kwargs = {"conf_thres": 0.2, "iou_thres": 0.45, **kwargs}

@@ -23,7 +23,7 @@ from YOLOv5Pytorch import train, val
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from YOLOv5Pytorch.utils.framework import ModelEMA, autocast, init_seeds, mixed_precision
-from YOLOv5Pytorch.utils.general import non_max_suppression
+from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

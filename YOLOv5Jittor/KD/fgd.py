@@ -14,7 +14,8 @@ import jittor as jt
 import jittor.nn as nn
 
 from yolocore.kd_checks import FGDSettings, check_fgd_inputs
-from YOLOv5Jittor.models.common import LayerNorm, draw_initial_weights
+from YOLOv5Jittor.models.common import draw_initial_weights
+from YOLOv5Jittor.utils.jittor_nn import LayerNorm
 
 
 class GcBlock(nn.Module):

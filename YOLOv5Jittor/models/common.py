@@ -4,93 +4,9 @@ import jittor.nn as nn
 
 from yolocore import init as initial
 from yolocore.architecture import autopad
+from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d, MaxPool2d, unsaved_attribute
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "anchors")
-
-
-def unsaved_attribute(name):
-    """A Var attribute outside parameters() and state_dict(), like a plain tensor attribute in PyTorch: Jittor
-    registers every Var attribute except those whose names start with '_'."""
-    private = "_" + name
-    return property(lambda self: getattr(self, private), lambda self, value: setattr(self, private, value))
-
-
-def channel_sum(x):
-    """(N, C, H, W) -> (C,) in three short passes (over W, then H, then N). Jittor's CPU float32 reduction adds in
-    one long pass: over the 409,600 values of a channel (batch 16 at imgsz 320) its sum is off by 1e-4 relative,
-    three passes of at most a few hundred values keep it near 1e-7."""
-    return x.sum(3).sum(2).sum(0)
-
-
-class TrainNorm(jt.Function):
-    """Train-mode batch normalisation with its gradient written out, as PyTorch's kernel computes it. Jittor's
-    automatic gradient of the same expression took 3.4x as long (45 against 13 ms fwd+bwd on a (16, 16, 160, 160)
-    map); written out, a yolov5n training step (imgsz 320, batch 16) takes 500 instead of 620 ms.
-    sync: mean and variance over every process's equal batch, and the gradient of the sum of every process's loss,
-    as an all-reduce in the forward pass implies."""
-
-    def execute(self, x, weight, bias, eps, sync):
-        self.sync = sync
-        count = x.numel() / x.shape[1]
-        mean = self._across_processes(channel_sum(x) / count)
-        centred = x - mean.reshape(1, -1, 1, 1)
-        self.var = self._across_processes(channel_sum(centred.sqr()) / count)
-        self.mean, self.count = mean, count
-        self.invstd = 1.0 / jt.sqrt(self.var + eps)
-        self.x, self.weight = x, weight
-        scale = weight * self.invstd
-        return x * scale.reshape(1, -1, 1, 1) + (bias - mean * scale).reshape(1, -1, 1, 1)
-
-    def grad(self, grad_y):
-        centred = self.x - self.mean.reshape(1, -1, 1, 1)
-        grad_bias = channel_sum(grad_y)
-        grad_weight = channel_sum(grad_y * centred) * self.invstd
-        mean_grad_y = self._across_processes(grad_bias / self.count)
-        mean_grad_xhat = self._across_processes(grad_weight / self.count)
-        scale = self.weight * self.invstd
-        grad_x = (grad_y - mean_grad_y.reshape(1, -1, 1, 1)
-                  - centred * (self.invstd * mean_grad_xhat).reshape(1, -1, 1, 1)) * scale.reshape(1, -1, 1, 1)
-        return grad_x, grad_weight, grad_bias, None, None
-
-    def _across_processes(self, per_channel_mean):
-        return per_channel_mean.mpi_all_reduce("mean") if self.sync else per_channel_mean
-
-
-class BatchNorm2d(nn.Module):
-    """PyTorch's BatchNorm2d. Jittor's own computes the batch variance in one pass (E[x^2] - E[x]^2, less precise
-    in float32) and keeps the biased variance as running_var; both drift from the PyTorch tree in training.
-    sync (set by --sync-bn under mpirun): the statistics are means over every process's equal batch."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        super().__init__()
-        self.num_features, self.eps, self.momentum, self.sync = num_features, eps, momentum, False
-        self.weight = jt.ones(num_features)
-        self.bias = jt.zeros(num_features)
-        self.running_mean = jt.zeros(num_features).stop_grad()
-        self.running_var = jt.ones(num_features).stop_grad()
-
-    def execute(self, x):
-        if not self.is_training():
-            w = self.weight / jt.sqrt(self.running_var + self.eps)
-            b = self.bias - self.running_mean * w
-            return x * w.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
-        norm = TrainNorm()
-        y = norm(x, self.weight, self.bias, self.eps, self.sync and jt.in_mpi)
-        n = norm.count * (jt.world_size if self.sync and jt.in_mpi else 1)
-        self.running_mean.update(self.running_mean + (norm.mean.detach() - self.running_mean) * self.momentum)
-        self.running_var.update(self.running_var + (norm.var.detach() * n / (n - 1) - self.running_var) * self.momentum)
-        return y
-
-
-class LayerNorm(nn.LayerNorm):
-    """PyTorch's LayerNorm. Jittor's own takes the variance as E[x^2] - E[x]^2 in float32, which loses precision as
-    the mean grows against the spread: at a mean of 30 standard deviations its output is 8e-4 off, PyTorch's 2e-6."""
-
-    def execute(self, x):
-        dims = list(range(-len(self.normalized_shape), 0))
-        centred = x - x.mean(dims=dims, keepdims=True)
-        scale = 1 / jt.sqrt(centred.sqr().mean(dims=dims, keepdims=True) + self.eps)
-        return centred * scale * self.weight + self.bias
 
 
 def draw_initial_weights(module):
@@ -112,20 +28,6 @@ def module_kind(m):
     if isinstance(m, nn.Conv2d):
         return "conv"
     return "norm" if isinstance(m, (BatchNorm2d, nn.LayerNorm)) else None
-
-
-class MaxPool2d(nn.Module):
-    """torch.nn.MaxPool2d. Jittor's refuses maps not larger than the kernel (SPPF's 5x5 pool sees 2x2 maps at
-    imgsz 64), so the -inf border PyTorch implies is padded explicitly and the pool itself runs unpadded."""
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.padding = padding
-        self.pool = nn.MaxPool2d(kernel_size, stride, 0)
-
-    def execute(self, x):
-        p = self.padding
-        return self.pool(nn.pad(x, (p, p, p, p), value=float("-inf")) if p else x)
 
 
 class Conv(nn.Module):

@@ -11,15 +11,14 @@ from YOLOv5Jittor.models.common import (
     BUFFERS,
     C3,
     SPPF,
-    BatchNorm2d,
     Bottleneck,
     Concat,
     Conv,
     Detect,
     Upsample,
     draw_initial_weights,
-    unsaved_attribute,
 )
+from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d, anchors_in_strides, unsaved_attribute
 
 MODULES = {
     "Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF,
@@ -35,13 +34,6 @@ def build_layers(specs):
         m.i, m.f = spec.index, spec.source
         layers.append(m)
     return nn.Sequential(*layers)
-
-
-def anchors_in_strides(anchors, stride):
-    """Anchors in pixels (nl, na, 2), as numpy, in units of their level's stride. numpy divides: Jittor's division
-    rounds some quotients a few units in the last place off (10 / 8 gave 1.2499999), and the anchors, which never
-    train, would keep that step from the PyTorch tree's for the whole run."""
-    return jt.array(anchors / stride.reshape(-1, 1, 1))
 
 
 class Model(nn.Module):

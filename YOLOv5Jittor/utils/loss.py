@@ -4,6 +4,8 @@ import math
 import jittor as jt
 import jittor.nn as nn
 
+from YOLOv5Jittor.utils.jittor_nn import BCEWithLogitsLoss
+
 BALANCE = {3: [4.0, 1.0, 0.4]}  # objectness weight per level: small objects' level counts most
 
 
@@ -30,32 +32,6 @@ def bbox_ciou(box1, box2, eps=1e-7):
     with jt.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - (rho2 / c2 + v * alpha)
-
-
-def log1p(t):
-    """log(1 + t) for t in [0, 1] to float32 precision: Jittor has no log1p, and 1 + t rounds t away below 6e-8."""
-    series = t / 9  # t - t^2/2 + ... + t^9/9 by Horner's rule: below t = 0.25 it is log1p to 4e-7
-    for k in range(8, 0, -1):
-        series = t * (1 / k - series)
-    return jt.ternary(t < 0.25, series, (1 + t).log())
-
-
-class BCEWithLogitsLoss(nn.Module):
-    """torch.nn.BCEWithLogitsLoss with pos_weight and reduction 'mean' or 'none'. Jittor's own differentiates
-    log(exp(-m) + exp(-x - m)), which rounds away a confident prediction's gradient: for a 0 target it was 0 below
-    logit -16.6 and up to 33 % off from there to -12, where PyTorch gives sigmoid(x). Most objectness and class
-    targets are 0, and long trainings can drive their logits that far."""
-
-    def __init__(self, pos_weight, reduction="mean"):
-        super().__init__()
-        self.pos_weight, self.reduction = pos_weight, reduction
-
-    def execute(self, pred, true):
-        log_weight = (self.pos_weight - 1) * true + 1
-        # For a 0 target and a negative logit the first two terms cancel, and the gradient of the last is sigmoid(x)
-        # to float32 precision: no 1 - (1 - sigmoid(x)) rounds it away.
-        loss = (1 - true) * pred + log_weight * jt.clamp(-pred, min_v=0) + log_weight * log1p((-pred.abs()).exp())
-        return loss.mean() if self.reduction == "mean" else loss
 
 
 class FocalLoss(nn.Module):
