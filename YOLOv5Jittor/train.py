@@ -21,8 +21,9 @@ import jittor as jt
 # isort: on
 import numpy as np
 
-from yolocore.anchors import check_anchors, label_wh
+from yolocore.anchors import evolved_anchors
 from yolocore.cli import parse_train_options, run_script
+from yolocore.recipe import parameter_groups
 from yolocore.training import loop
 from YOLOv5Jittor import val as validate
 from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
@@ -41,7 +42,6 @@ from YOLOv5Jittor.utils.framework import (
     init_distributed,
     init_seeds,
     load_optimizer_state,
-    main_process_first,
     mixed_precision,
     optimizer_state,
     parallel,
@@ -76,21 +76,10 @@ def saved_state(module):
 
 
 def build_optimizer(modules, hyp, weight_decay):
-    """SGD with three groups: biases (group 0, warmed up from warmup_bias_lr), weights with decay,
-    and normalisation weights without decay."""
-    biases, decayed, norm_weights = [], [], []
+    """Nesterov SGD with yolocore.recipe.parameter_groups' three groups (biases first)."""
     norm_types = (BatchNorm2d, jt.nn.LayerNorm)
-    for module in modules:
-        for m in module.modules():
-            for name, p in m.named_parameters(recurse=False):
-                if p.is_stop_grad():  # Jittor lists buffers (BatchNorm statistics, anchors) among parameters
-                    continue
-                if name == "bias":
-                    biases.append(p)
-                elif name == "weight" and isinstance(m, norm_types):
-                    norm_weights.append(p)
-                else:
-                    decayed.append(p)
+    # Jittor lists buffers (BatchNorm statistics, anchors) among parameters: they never train
+    biases, decayed, norm_weights = parameter_groups(modules, norm_types, frozen=lambda p: p.is_stop_grad())
     optimizer = jt.optim.SGD(biases, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
     optimizer.add_param_group({"params": decayed, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
@@ -102,13 +91,9 @@ def build_optimizer(modules, hyp, weight_decay):
 def autoanchor(model, dataset, hyp, imgsz, seed):
     det = model.model[-1]
     anchors = (det.anchors * det.stride.view(-1, 1, 1)).view(-1, 2).numpy()
-    wh = label_wh(dataset.shapes, dataset.labels, imgsz, np.random.default_rng(seed))
-    bpr, new = check_anchors(wh, anchors, hyp["anchor_t"], np.random.default_rng(seed))
-    if new is None:
-        print(f"AutoAnchor: best possible recall {bpr:.3f} with the current anchors")
-        return
-    det.anchors.update(anchors_in_strides(new.astype(np.float32).reshape(det.anchors.shape), det.stride.numpy()))
-    print(f"AutoAnchor: new anchors with best possible recall {bpr:.3f}")
+    new = evolved_anchors(anchors, dataset, hyp["anchor_t"], imgsz, seed)
+    if new is not None:
+        det.anchors.update(anchors_in_strides(new.astype(np.float32).reshape(det.anchors.shape), det.stride.numpy()))
 
 
 def train_step(run, imgs, targets, kd_weight):

@@ -116,9 +116,9 @@ def analyse_image(plan, im, labels, opt, device):
     """(fgd_maps' levels, the student's detections (n, 6)) of a letterboxed BGR image and its labels (n, 5)."""
     tensor = images_to_tensor(network_input(im), device)
     targets = jt.array(np.concatenate([np.zeros((len(labels), 1)), labels], 1))
-    levels = fgd_maps(plan["teacher"], plan["student"], plan["fgd"], tensor, targets, plan["layers"], plan["kd_layers"],
-                      plan["temp"])
-    det = non_max_suppression(plan["student"](tensor)[0], opt.conf_thres, opt.iou_thres)[0].numpy()
+    levels = fgd_maps(plan.teacher, plan.student, plan.fgd, tensor, targets, plan.layers, plan.kd_layers,
+                      plan.temp)
+    det = non_max_suppression(plan.student(tensor)[0], opt.conf_thres, opt.iou_thres)[0].numpy()
     return levels, det
 
 

@@ -65,18 +65,18 @@ def fgd_step(fgd: FGDLoss, student_feats, teacher_feats, targets):
     loss.backward()
 
 
-def kd_step(ctx, teacher, im, targets, layers, kd_weight):
-    """The --mode KD body of train.py's train_one_epoch, stepping the optimizer every time."""
+def kd_step(run, teacher, im, targets, layers, kd_weight):
+    """The --mode KD body of train.py's train_step, stepping the optimizer every time."""
     with autocast(im.device):
         with torch.no_grad():
             t_feats = teacher(im, feature_layers=layers)[1]
-        preds, s_feats = ctx["model"](im, feature_layers=layers)
-        loss, items = ctx["compute_loss"](preds, targets)
-        kd_loss, kd_terms = ctx["fgd"](s_feats, t_feats, targets)
+        preds, s_feats = run.model(im, feature_layers=layers)
+        loss, items = run.compute_loss(preds, targets)
+        kd_loss, kd_terms = run.fgd(s_feats, t_feats, targets)
         loss = loss + kd_weight * kd_loss
         torch.cat((items, kd_weight * torch.cat((kd_loss.detach()[None], kd_terms))))  # train.py's logged items
-    ctx["scaler"].scale(loss).backward()
-    optimizer_step(ctx)
+    run.scaler.scale(loss).backward()
+    optimizer_step(run)
 
 
 def teacher_from_checkpoint(cfg, names, device, folder):
@@ -120,7 +120,8 @@ def main():
         teacher = teacher_from_checkpoint(args.teacher, names, device, tmp)
     fgd = build_fgd(student, teacher, args.layers, hyp, args.imgsz, device).train()
     plain = trainer(student, hyp, data["nc"], args.imgsz, args.batch_size, device)
-    distil = dict(trainer(student, hyp, data["nc"], args.imgsz, args.batch_size, device, [fgd]), fgd=fgd)
+    distil = trainer(student, hyp, data["nc"], args.imgsz, args.batch_size, device, [fgd])
+    distil.fgd = fgd
     im, targets = memory_batch(data, hyp, args.imgsz, args.batch_size, device)
     with autocast(device):
         s_feats = [f.detach().requires_grad_() for f in student(im, feature_layers=args.layers)[1]]

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 # Before torch loads OpenMP: threads that spin-wait at barriers while co-tenant processes hold the cores make every
 # op of a busy shared CPU tenfold slower, measuring the neighbours instead of the model. OMP_WAIT_POLICY=ACTIVE (or
@@ -41,9 +42,11 @@ import torch
 
 from yolocore.config import load_hyp
 from yolocore.host_memory import retain_freed_memory
+from yolocore.recipe import NBS, loss_gains
+from yolocore.training.loop import prepare_data
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
-from YOLOv5Pytorch.train import NBS, TREE, build_optimizer, loss_gains, optimizer_step, prepare_data
+from YOLOv5Pytorch.train import TREE, build_optimizer, optimizer_step
 from YOLOv5Pytorch.utils.dataloader import create_dataloader, set_epoch
 from YOLOv5Pytorch.utils.framework import ModelEMA, autocast, grad_scaler, images_to_tensor, init_seeds, select_device
 from YOLOv5Pytorch.utils.loss import ComputeLoss
@@ -94,27 +97,27 @@ def memory_batch(data, hyp, imgsz, batch_size, device):
 
 
 def trainer(model, hyp, nc, imgsz, batch_size, device, extra_modules=()):
-    """What train.py's optimizer_step needs, built with train.py's own functions."""
+    """The parts of a yolocore.training.run.Run that train.py's optimizer_step needs, built with train.py's own
+    functions."""
     trained = [model, *extra_modules]
     accumulate = max(round(NBS / batch_size), 1)
     optimizer = build_optimizer(trained, hyp, hyp["weight_decay"] * batch_size * accumulate / NBS)
-    return dict(model=model, optimizer=optimizer, params=[p for m in trained for p in m.parameters()],
-                scaler=grad_scaler(device), ema=ModelEMA(model),
-                compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, nc, imgsz)))
+    return SimpleNamespace(model=model, optimizer=optimizer, scaler=grad_scaler(device), ema=ModelEMA(model),
+                           compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, nc, imgsz)))
 
 
-def train_step(ctx, im, targets):
-    """The plain (non-KD) body of train.py's train_one_epoch, stepping the optimizer every time."""
+def train_step(run, im, targets):
+    """The plain (non-KD) body of train.py's train_step, stepping the optimizer every time."""
     with autocast(im.device):
-        loss, _ = ctx["compute_loss"](ctx["model"](im), targets)
-    ctx["scaler"].scale(loss).backward()
-    optimizer_step(ctx)
+        loss, _ = run.compute_loss(run.model(im), targets)
+    run.scaler.scale(loss).backward()
+    optimizer_step(run)
 
 
-def epoch_steps(ctx, loader, device, batches):
+def epoch_steps(run, loader, device, batches):
     """The first batches of an epoch, from creating the iterator (so loader workers start inside the timing)."""
     for i, (imgs, targets, _, _) in enumerate(loader):
-        train_step(ctx, images_to_tensor(imgs, device), targets.to(device))
+        train_step(run, images_to_tensor(imgs, device), targets.to(device))
         if i + 1 == batches:
             break
 
@@ -153,9 +156,9 @@ def measure(cfg, args):
     data, hyp = data_and_hyp(args.data)
     init_seeds(0)
     model = Model(cfg, nc=data["nc"]).to(device).train()
-    ctx = trainer(model, hyp, data["nc"], args.imgsz, args.batch_size, device)
+    run = trainer(model, hyp, data["nc"], args.imgsz, args.batch_size, device)
     im, targets = memory_batch(data, hyp, args.imgsz, args.batch_size, device)
-    step_times = [timed(device, train_step, ctx, im, targets) for _ in range(args.warmup + args.iters)]
+    step_times = [timed(device, train_step, run, im, targets) for _ in range(args.warmup + args.iters)]
     step = statistics.median(step_times[args.warmup:])
 
     loader, _ = create_dataloader(data["train"], args.imgsz, args.batch_size, data["nc"], hyp, augment=True,
@@ -164,9 +167,9 @@ def measure(cfg, args):
     batches = min(args.e2e_batches or len(loader), len(loader))
     # Batches come in order; the last may be short.
     e2e_images = min(batches * loader.batch_sampler.batch_size, len(loader.dataset))
-    e2e = timed(device, epoch_steps, ctx, loader, device, batches)
+    e2e = timed(device, epoch_steps, run, loader, device, batches)
 
-    evaluated = ctx["ema"].ema.eval()
+    evaluated = run.ema.ema.eval()
     forward = statistics.median([timed(device, eval_forward, evaluated, im) for _ in range(args.iters + 1)][1:])
     val_loader, _ = create_dataloader(data["val"], args.imgsz, args.batch_size, data["nc"], workers=args.workers,
                                       prefix="bench val: ", cache_images=bool(args.cache), rect=True)

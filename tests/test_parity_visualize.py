@@ -59,15 +59,15 @@ def argv(files, student, out, *extra):
 def tree_maps(tree, files, student):
     """fgd_maps of the synthetic image in one tree, as its main computes them."""
     plan = tree.prepare(tree.parse_opt(argv(files, student, files["root"] / "unused")), "cpu")
-    im, labels = letterboxed_sample(files["image"], IMGSZ, plan["stride"], len(SYNTHETIC_NAMES))
+    im, labels = letterboxed_sample(files["image"], IMGSZ, plan.stride, len(SYNTHETIC_NAMES))
     image = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None].astype(np.float32) / 255
     targets = np.concatenate([np.zeros((len(labels), 1)), labels], 1).astype(np.float32)
     if tree is torch_visualize:
         image, targets = torch.from_numpy(image), torch.from_numpy(targets)
     else:
         image, targets = jt.array(image), jt.array(targets)
-    levels = tree.fgd_maps(plan["teacher"], plan["student"], plan["fgd"], image, targets, plan["layers"],
-                           plan["kd_layers"], plan["temp"])
+    levels = tree.fgd_maps(plan.teacher, plan.student, plan.fgd, image, targets, plan.layers,
+                           plan.kd_layers, plan.temp)
     return levels, plan
 
 
@@ -80,7 +80,7 @@ def test_both_trees_compute_the_same_maps(files, student):
     reference, _ = tree_maps(torch_visualize, files, "student.pt")
     for tree in (torch_visualize, jt_visualize):
         levels, plan = tree_maps(tree, files, student)
-        assert plan["layers"] == LAYERS and plan["notes"] == ["", "", ""]
+        assert plan.layers == LAYERS and plan.notes == ["", "", ""]
         for layer, expected, actual in zip(LAYERS, reference, levels):
             assert set(actual) == set(expected)
             for key, value in expected.items():

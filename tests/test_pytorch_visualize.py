@@ -65,11 +65,11 @@ def opt_for(files, out, student="kd", source=None, *args):
 def maps_of(files, student="kd"):
     """fgd_maps of the synthetic image as main computes them, plus its letterboxed labels."""
     plan = visualize.prepare(opt_for(files, files["root"] / "unused", student), torch.device("cpu"))
-    im, labels = letterboxed_sample(files["image"], IMGSZ, plan["stride"], len(SYNTHETIC_NAMES))
+    im, labels = letterboxed_sample(files["image"], IMGSZ, plan.stride, len(SYNTHETIC_NAMES))
     tensor = torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])[None]).float() / 255
     targets = torch.from_numpy(np.concatenate([np.zeros((len(labels), 1)), labels], 1))
-    levels = visualize.fgd_maps(plan["teacher"], plan["student"], plan["fgd"], tensor, targets, plan["layers"],
-                                plan["kd_layers"], plan["temp"])
+    levels = visualize.fgd_maps(plan.teacher, plan.student, plan.fgd, tensor, targets, plan.layers,
+                                plan.kd_layers, plan.temp)
     return levels, labels, tensor, plan
 
 
@@ -86,7 +86,7 @@ def test_kd_student_writes_the_figure_and_every_panel(files, tmp_path):
 
 def test_maps_have_fgd_shapes_and_ranges(files):
     levels, labels, _, plan = maps_of(files)
-    assert plan["layers"] == LAYERS and plan["kd_layers"] == LAYERS and len(labels) > 0
+    assert plan.layers == LAYERS and plan.kd_layers == LAYERS and len(labels) > 0
     assert (levels[0]["fg_mask"] == 0).any(), "the finest map must have background for the bg-mask checks"
     for maps, g, c in zip(levels, GRIDS, TEACHER_CHANNELS):
         assert set(maps) == {"fg_mask", "bg_mask", *(f"{s}_{k}" for s in ("teacher", "student")
@@ -111,7 +111,7 @@ def test_maps_have_fgd_shapes_and_ranges(files):
 def test_student_maps_use_the_checkpoints_align_convs(files):
     levels, _, tensor, plan = maps_of(files)
     with torch.no_grad():
-        feats = plan["student"](tensor, feature_layers=LAYERS)[1]
+        feats = plan.student(tensor, feature_layers=LAYERS)[1]
         for maps, f, conv in zip(levels, feats, files["fgd"].align):
             expected = F.conv2d(f, conv.weight, conv.bias).abs().mean(1)[0].numpy()
             np.testing.assert_allclose(maps["student_feature"], expected, rtol=1e-5, atol=1e-6)
@@ -119,10 +119,10 @@ def test_student_maps_use_the_checkpoints_align_convs(files):
 
 def test_plain_student_leaves_the_align_maps_out_and_says_so(files, tmp_path, capsys):
     levels, _, _, plan = maps_of(files, "plain")
-    assert plan["fgd"] is None and plan["layers"] == LAYERS
+    assert plan.fgd is None and plan.layers == LAYERS
     for maps in levels:
         assert not set(STUDENT_KEYS) & set(maps) and {"teacher_spatial", "fg_mask", "bg_mask"} <= set(maps)
-    assert all("plain student" in n for n in plan["notes"])
+    assert all("plain student" in n for n in plan.notes)
     out = visualize.main(opt_for(files, tmp_path / "exp", "plain", None, "--layers", "17"))
     assert "student maps left out" in capsys.readouterr().out
     panels = {p.name for p in (out / "syn_00000").iterdir()}
@@ -135,9 +135,9 @@ def test_a_student_as_wide_as_the_teacher_needs_no_align_conv(files, tmp_path):
     opt = visualize.parse_opt(["--teacher", str(files["teacher"]), "--student", str(files["teacher"]),
                                "--source", str(files["image"]), "--imgsz", str(IMGSZ), "--device", "cpu"])
     plan = visualize.prepare(opt, torch.device("cpu"))
-    assert plan["notes"] == ["", "", ""]
+    assert plan.notes == ["", "", ""]
     im = torch.rand(1, 3, IMGSZ, IMGSZ)
-    for maps in visualize.fgd_maps(plan["teacher"], plan["student"], None, im, torch.zeros(0, 6), LAYERS):
+    for maps in visualize.fgd_maps(plan.teacher, plan.student, None, im, torch.zeros(0, 6), LAYERS):
         np.testing.assert_allclose(maps["student_spatial"], maps["teacher_spatial"])
         np.testing.assert_allclose(maps["bg_mask"], 1 / maps["bg_mask"].size, rtol=1e-6)  # no boxes: all background
 

@@ -54,3 +54,15 @@ def check_anchors(wh, anchors, thr=4.0, rng=None):
     new = kmean_anchors(wh, len(anchors), thr, rng or np.random.default_rng(0))
     new_bpr, _ = anchor_fit(wh, new, thr)
     return (new_bpr, new) if new_bpr > bpr else (bpr, None)
+
+
+def evolved_anchors(anchors, dataset, thr, imgsz, seed):
+    """train.py's AutoAnchor: anchors (k, 2) in pixels against the training set's boxes. Returns better anchors
+    (k, 2), or None where the current ones fit or evolution finds none better; prints which."""
+    wh = label_wh(dataset.shapes, dataset.labels, imgsz, np.random.default_rng(seed))
+    bpr, new = check_anchors(wh, anchors, thr, np.random.default_rng(seed))
+    if new is None:
+        print(f"AutoAnchor: best possible recall {bpr:.3f} with the current anchors")
+    else:
+        print(f"AutoAnchor: new anchors with best possible recall {bpr:.3f}")
+    return new

@@ -5,6 +5,8 @@ layer indices, channel widths and depths are identical to ultralytics YOLOv5 by 
 import math
 from dataclasses import dataclass
 
+from yolocore.config import load_model_cfg
+
 MODULE_NAMES = ("Conv", "Bottleneck", "C3", "SPPF", "Concat", "nn.Upsample", "Detect")
 _CHANNEL_MODULES = {"Conv", "Bottleneck", "C3", "SPPF"}
 _REPEAT_INSIDE = {"C3"}
@@ -72,3 +74,31 @@ def parse_model_cfg(cfg, ch=3):
             chs = []
         chs.append(c2)
     return specs, sorted(set(save))
+
+
+def model_yaml(cfg, nc=None, anchors=None):
+    """The model yaml as a dict (a name from yolocore/models or a path), with nc and anchors replaced when given."""
+    yaml = load_model_cfg(cfg)
+    if nc and nc != yaml["nc"]:
+        yaml["nc"] = nc
+    if anchors is not None:
+        yaml["anchors"] = anchors
+    return yaml
+
+
+def run_layers(layers, x, save, feature_layers=()):
+    """YOLOv5's pass through its layer graph, in either framework: each layer takes the previous layer's output
+    (source -1) or the kept outputs it names; save lists the layers whose outputs a later layer takes. Returns (the
+    last layer's output, the outputs of feature_layers, from the same pass)."""
+    bad = [i for i in feature_layers if not 0 <= i < len(layers) - 1]
+    if bad:
+        raise ValueError(f"feature layers {bad} do not exist: this model has layers 0..{len(layers) - 2} before Detect")
+    y, feats = [], {}
+    for m in layers:
+        if m.f != -1:
+            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+        x = m(x)
+        if m.i in feature_layers:
+            feats[m.i] = x
+        y.append(x if m.i in save else None)
+    return x, [feats[i] for i in feature_layers]

@@ -67,3 +67,22 @@ def per_process_batch(batch_size, world_size):
         raise ValueError(f"--batch-size {batch_size} is the global batch and must divide evenly over the "
                          f"{world_size} processes; use a multiple of {world_size}")
     return batch_size // world_size
+
+
+def parameter_groups(modules, norm_types, frozen=lambda p: False):
+    """YOLOv5's three SGD groups over the modules' parameters, in either framework: (biases, which warm up from
+    warmup_bias_lr; weights with decay; normalisation weights without decay). frozen(p) leaves out what a
+    framework lists among parameters but never trains."""
+    biases, decayed, norm_weights = [], [], []
+    for module in modules:
+        for m in module.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if frozen(p):
+                    continue
+                if name == "bias":
+                    biases.append(p)
+                elif name == "weight" and isinstance(m, norm_types):
+                    norm_weights.append(p)
+                else:
+                    decayed.append(p)
+    return biases, decayed, norm_weights

@@ -3,8 +3,9 @@ made before anything is written, and the loop that writes one figure per image. 
 in each tree's visualize.py, which hands them in (models are read only through len(model.model), model.stride,
 model.names and model.feature_channels); the figures themselves are yolocore.fgd_figures'.
 """
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
@@ -77,10 +78,25 @@ def missing_notes(kd_layers, layers, student, teacher, aligned):
     return notes
 
 
+@dataclass
+class FigurePlan:
+    """What visualize.py draws, all checked before anything is written (plan_figures)."""
+
+    teacher: Any
+    student: Any
+    fgd: Any  # the student's FGDLoss with its trained align convs; None for a plain student
+    kd_layers: list  # the layers fgd distils
+    layers: list  # the layers drawn
+    temp: float  # FGD's attention temperature
+    stride: int  # the largest of both models
+    files: list  # the images
+    warnings: list  # about the images
+    notes: list  # per layer, why the student maps are left out, or ''
+
+
 def plan_figures(opt, teacher, student, s_ckpt, fgd, kd_layers, probe, aligned):
     """Everything checked before anything is written: layers, image size, map sizes (probe(layers, temp) runs the
-    maps on a blank image) and every image. The plan: the models, fgd, kd_layers, layers, temp, stride, the files,
-    warnings about them and, per layer, notes on student maps left out (missing_notes)."""
+    maps on a blank image) and every image; returns the FigurePlan."""
     layers = list(opt.layers or kd_layers or DEFAULT_LAYERS)
     check_layers(layers, [("student", student), ("teacher", teacher)])
     stride = max(int(m.stride.max()) for m in (teacher, student))
@@ -88,28 +104,27 @@ def plan_figures(opt, teacher, student, s_ckpt, fgd, kd_layers, probe, aligned):
     temp = fgd.temp if fgd is not None else checkpoint_temp(s_ckpt)
     probe(layers, temp)
     files, warnings = check_sources(opt.source, len(student.names))
-    return {"teacher": teacher, "student": student, "fgd": fgd, "kd_layers": kd_layers, "layers": layers,
-            "temp": temp, "stride": stride, "files": files, "warnings": warnings,
-            "notes": missing_notes(kd_layers, layers, student, teacher, aligned)}
+    return FigurePlan(teacher, student, fgd, kd_layers, layers, temp, stride, files, warnings,
+                      missing_notes(kd_layers, layers, student, teacher, aligned))
 
 
 def write_figures(opt, plan, analyse):
     """One figure per image of the plan, in a new run folder that appears only when all are written; returns it.
     analyse(letterboxed BGR image, labels (n, 5)) -> (maps per layer as fgd_maps returns them, detections (n, 6))."""
-    for w in plan["warnings"]:
+    for w in plan.warnings:
         print(f"WARNING {w}")
-    for layer, note in zip(plan["layers"], plan["notes"]):
+    for layer, note in zip(plan.layers, plan.notes):
         if note:
             print(f"layer {layer}: student maps left out: {note}")
-    names = plan["student"].names
+    names = plan.student.names
     out = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     with staged_dir(out) as tmp:
-        for path, name in tqdm(list(zip(plan["files"], unique_names(plan["files"]))), desc="visualize"):
-            im, labels = letterboxed_sample(path, opt.imgsz, plan["stride"], len(names))
+        for path, name in tqdm(list(zip(plan.files, unique_names(plan.files))), desc="visualize"):
+            im, labels = letterboxed_sample(path, opt.imgsz, plan.stride, len(names))
             levels, det = analyse(im, labels)
             title = (f"{Path(path).name}: teacher {Path(opt.teacher).name}, student {Path(opt.student).name}, "
-                     f"T={plan['temp']}")
-            write_fgd_figure(tmp, name, image_panels(im, labels, det, names), levels, plan["layers"], plan["notes"],
+                     f"T={plan.temp}")
+            write_fgd_figure(tmp, name, image_panels(im, labels, det, names), levels, plan.layers, plan.notes,
                              title)
-    print(f"{len(plan['files'])} images, layers {plan['layers']}, saved to {out}")
+    print(f"{len(plan.files)} images, layers {plan.layers}, saved to {out}")
     return out

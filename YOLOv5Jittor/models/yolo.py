@@ -5,8 +5,7 @@ from copy import deepcopy
 import jittor as jt
 import jittor.nn as nn
 
-from yolocore.architecture import parse_model_cfg
-from yolocore.config import load_model_cfg
+from yolocore.architecture import model_yaml, parse_model_cfg, run_layers
 from YOLOv5Jittor.models.common import (
     BUFFERS,
     C3,
@@ -41,18 +40,15 @@ class Model(nn.Module):
 
     def __init__(self, cfg="yolov5s.yaml", ch=3, nc=None, anchors=None):
         super().__init__()
-        self.yaml = load_model_cfg(cfg)
-        if nc and nc != self.yaml["nc"]:
-            self.yaml["nc"] = nc
-        if anchors is not None:
-            self.yaml["anchors"] = anchors
+        self.yaml = model_yaml(cfg, nc, anchors)
         specs, self.save = parse_model_cfg(deepcopy(self.yaml), ch)
         self.model = build_layers(specs)
         self.names = [str(i) for i in range(self.yaml["nc"])]
 
         m = self.model[-1]
         s = 256
-        m.stride = jt.array([s / x.shape[-2] for x in self._forward_once(jt.zeros((1, ch, s, s)))[0]])
+        probe = run_layers(self.model, jt.zeros((1, ch, s, s)), self.save)[0]  # Detect's outputs, one per level
+        m.stride = jt.array([s / x.shape[-2] for x in probe])
         m.anchors.update(anchors_in_strides(m.anchors.numpy(), m.stride.numpy()))
         self.stride = m.stride
         draw_initial_weights(self)
@@ -61,23 +57,8 @@ class Model(nn.Module):
 
     def execute(self, x, feature_layers=None):
         """Predictions; with feature_layers also the outputs of those layer indices, from the same pass."""
-        preds, feats = self._forward_once(x, feature_layers or ())
+        preds, feats = run_layers(self.model, x, self.save, feature_layers or ())
         return (preds, feats) if feature_layers else preds
-
-    def _forward_once(self, x, feature_layers=()):
-        bad = [i for i in feature_layers if not 0 <= i < len(self.model) - 1]
-        if bad:
-            last = len(self.model) - 2
-            raise ValueError(f"feature layers {bad} do not exist: this model has layers 0..{last} before Detect")
-        y, feats = [], {}
-        for m in self.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            x = m(x)
-            if m.i in feature_layers:
-                feats[m.i] = x
-            y.append(x if m.i in self.save else None)
-        return x, [feats[i] for i in feature_layers]
 
     def _initialize_biases(self):
         # Objectness and class priors from the YOLOv5 paper notes: ~8 objects per 640 image, uniform classes.

@@ -42,16 +42,6 @@ def barrier():
         jt.mpi.mpi_barrier()
 
 
-@contextlib.contextmanager
-def main_process_first(rank):
-    """Rank 0 runs the block first (writing the synthetic data, label caches), the others then read its files."""
-    if rank != 0:
-        barrier()
-    yield
-    if rank == 0:
-        barrier()
-
-
 def broadcast_flag(flag):
     """Rank 0's flag on every process (rank 0 alone validates, so it alone decides to stop early)."""
     if not jt.in_mpi:

@@ -1,6 +1,5 @@
 """The PyTorch side of what cannot mirror between frameworks: devices, processes, seeding, AMP, EMA,
 tensors <-> numpy."""
-import contextlib
 import math
 import os
 from copy import deepcopy
@@ -47,16 +46,6 @@ def init_distributed(device=""):
 def barrier():
     if dist.is_initialized():
         dist.barrier()
-
-
-@contextlib.contextmanager
-def main_process_first(rank):
-    """Rank 0 runs the block first (writing the synthetic data, label caches), the others then read its files."""
-    if rank != 0:
-        barrier()
-    yield
-    if rank == 0:
-        barrier()
 
 
 def broadcast_flag(flag):

@@ -1,6 +1,7 @@
 """The training loop, written once for both trees: setup, the epochs, end-of-epoch validation, logging and
 checkpoints, patience, the final validation. What touches a framework it asks of the tree's train.py module
 (yolocore.training.run.Backend): a tree calls train(opt, its own module)."""
+import contextlib
 import time
 from pathlib import Path
 
@@ -31,6 +32,16 @@ from yolocore.training.run import Run, build_model, make_checkpoint, restore, re
 from yolocore.training_record import add_epoch, describe_device, training_record
 
 
+@contextlib.contextmanager
+def main_process_first(rank, barrier):
+    """Rank 0 runs the block first (writing the synthetic data, label caches), the others then read its files."""
+    if rank != 0:
+        barrier()
+    yield
+    if rank == 0:
+        barrier()
+
+
 def prepare_data(opt):
     """The --data yaml's contents; without --data, the built-in synthetic dataset (written on first use)."""
     if not opt.data:
@@ -53,7 +64,7 @@ def setup(opt, tree):
     tree.barrier()  # every process has named the run folder before rank 0 creates it
     batch_size = per_process_batch(opt.batch_size, world_size)
     hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp, kd=opt.mode == "KD", verbose=rank == 0)
-    with tree.main_process_first(rank):
+    with main_process_first(rank, tree.barrier):
         data = prepare_data(opt)
     names = data["names"]
     tree.init_seeds(opt.seed, opt.deterministic)
@@ -64,7 +75,7 @@ def setup(opt, tree):
         model = tree.sync_batchnorm(model, device)
     teacher = tree.load_teacher(opt.teacher, names, device) if opt.mode == "KD" else None
     fgd = tree.build_fgd(model, teacher, opt.kd_layers, hyp, opt.imgsz, device) if teacher is not None else None
-    with tree.main_process_first(rank):
+    with main_process_first(rank, tree.barrier):
         train_loader, dataset = tree.create_dataloader(
             data["train"], opt.imgsz, batch_size, data["nc"], hyp, augment=True, shuffle=True, seed=opt.seed,
             workers=opt.workers, prefix="train: ", rank=rank, world_size=world_size, cache_images=bool(opt.cache),

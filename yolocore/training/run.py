@@ -21,7 +21,6 @@ class Backend(Protocol):
     # processes and devices (utils/framework.py)
     init_distributed: Callable  # (device) -> (rank, world_size, device)
     barrier: Callable
-    main_process_first: Callable  # (rank) -> context manager
     broadcast_flag: Callable  # (flag) -> rank 0's flag
     all_reduce_mean: Callable  # (numpy array) -> its mean over processes
     close_distributed: Callable
