@@ -10,8 +10,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolocore import study
 from yolocore.cli import run_script
+from yolocore.study import runner as study
 from YOLOv5Jittor import train, val
 from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX
 from YOLOv5Jittor.utils.framework import select_device

@@ -21,10 +21,10 @@ import jittor as jt
 # isort: on
 import numpy as np
 
-from yolocore.anchors import evolved_anchors
+from yolocore.architecture.anchors import evolved_anchors
 from yolocore.cli import parse_train_options, run_script
-from yolocore.recipe import parameter_groups
 from yolocore.training import loop
+from yolocore.training.recipe import parameter_groups
 from YOLOv5Jittor import val as validate
 from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
 from YOLOv5Jittor.models.yolo import Model
@@ -76,7 +76,7 @@ def saved_state(module):
 
 
 def build_optimizer(modules, hyp, weight_decay):
-    """Nesterov SGD with yolocore.recipe.parameter_groups' three groups (biases first)."""
+    """Nesterov SGD with yolocore.training.recipe.parameter_groups' three groups (biases first)."""
     norm_types = (BatchNorm2d, jt.nn.LayerNorm)
     # Jittor lists buffers (BatchNorm statistics, anchors) among parameters: they never train
     biases, decayed, norm_weights = parameter_groups(modules, norm_types, frozen=lambda p: p.is_stop_grad())

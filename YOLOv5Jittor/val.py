@@ -17,7 +17,7 @@ import numpy as np
 
 from yolocore.cli import parse_val_options, run_script
 from yolocore.config import increment_path
-from yolocore.evaluation import Evaluator, checked_val_inputs, val_progress
+from yolocore.evaluation.validation import Evaluator, checked_val_inputs, val_progress
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader
 from YOLOv5Jittor.utils.framework import autocast, images_to_tensor, mixed_precision, select_device

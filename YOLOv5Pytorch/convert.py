@@ -13,8 +13,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolocore.checkpoint_io import convert_checkpoint
 from yolocore.cli import parse_convert_options, run_script
+from yolocore.training.checkpoints import convert_checkpoint
 from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
 
 

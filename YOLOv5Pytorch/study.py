@@ -10,8 +10,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolocore import study
 from yolocore.cli import run_script
+from yolocore.study import runner as study
 from YOLOv5Pytorch import train, val
 from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX
 from YOLOv5Pytorch.utils.framework import select_device

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from yolocore.anchors import evolved_anchors
+from yolocore.architecture.anchors import evolved_anchors
 from yolocore.cli import parse_train_options, run_script
-from yolocore.recipe import parameter_groups
 from yolocore.training import loop
+from yolocore.training.recipe import parameter_groups
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.models.yolo import Model
@@ -72,7 +72,7 @@ def saved_state(module):
 
 
 def build_optimizer(modules, hyp, weight_decay):
-    """Nesterov SGD with yolocore.recipe.parameter_groups' three groups (biases first)."""
+    """Nesterov SGD with yolocore.training.recipe.parameter_groups' three groups (biases first)."""
     norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k)
     biases, decayed, norm_weights = parameter_groups(modules, norm_types)
     optimizer = torch.optim.SGD(biases, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)

@@ -14,7 +14,7 @@ import torch
 
 from yolocore.cli import parse_val_options, run_script
 from yolocore.config import increment_path
-from yolocore.evaluation import Evaluator, checked_val_inputs, val_progress
+from yolocore.evaluation.validation import Evaluator, checked_val_inputs, val_progress
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.dataloader import create_dataloader
 from YOLOv5Pytorch.utils.framework import autocast, images_to_tensor, mixed_precision, select_device

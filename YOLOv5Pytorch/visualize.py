@@ -15,16 +15,16 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from yolocore.augment import network_input
 from yolocore.cli import parse_visualize_options, run_script
-from yolocore.kd_checks import check_equal_maps
-from yolocore.visualize_plan import (
+from yolocore.data.augment import network_input
+from yolocore.plots.fgd_plan import (
     check_maps_request,
     check_same_classes,
     distilled_levels,
     plan_figures,
     write_figures,
 )
+from yolocore.training.distillation import check_equal_maps
 from YOLOv5Pytorch.KD.fgd import FGDLoss, attention, background_mask, foreground_mask, pad_boxes
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
@@ -93,7 +93,7 @@ def load_fgd(s_ckpt, student, teacher, device):
 
 
 def prepare(opt, device):
-    """The plan of yolocore.visualize_plan.plan_figures: everything checked before anything is written."""
+    """The plan of yolocore.plots.fgd_plan.plan_figures: everything checked before anything is written."""
     teacher, student, s_ckpt = load_models(opt, device)
     fgd, kd_layers = load_fgd(s_ckpt, student, teacher, device)
 

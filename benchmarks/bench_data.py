@@ -15,7 +15,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolocore.config import ROOT, load_data_yaml, load_hyp
-from yolocore.dataset import YoloDataset
+from yolocore.data.dataset import YoloDataset
 
 
 def items_per_second(dataset, n):

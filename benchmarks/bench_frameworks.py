@@ -33,8 +33,8 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from yolocore.host_memory import retain_freed_memory
-from yolocore.recipe import loss_gains, scaled_weight_decay
+from yolocore.training.host_memory import retain_freed_memory
+from yolocore.training.recipe import loss_gains, scaled_weight_decay
 
 GOAL_RATIO = 1.5  # the goal: Jittor (with oneDNN) within 1.5x of PyTorch on the CPU
 CONFIGS = {  # name: (framework, extra environment)

@@ -26,8 +26,8 @@ import jittor as jt  # jittor before torch in one process
 import numpy as np
 import torch
 
-from yolocore.recipe import kd_weight_at
 from yolocore.training import loop
+from yolocore.training.recipe import kd_weight_at
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor.utils import checkpoint as jittor_checkpoint
 from YOLOv5Jittor.utils import framework as jittor_framework

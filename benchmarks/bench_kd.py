@@ -10,7 +10,7 @@ one teacher forward plus that 10% (of the KD step). Timed on one mosaic batch of
   backward, optimizer step over student + FGD parameters.
 The four are timed round-robin, so load from other processes spreads over all of them; medians are reported.
 Weights are random: the cost of these steps does not depend on them. Freed memory is kept for reuse, as train.py
-does (yolocore.host_memory). OMP_WAIT_POLICY defaults to PASSIVE (see below); the header prints threads, wait
+does (yolocore.training.host_memory). OMP_WAIT_POLICY defaults to PASSIVE (see below); the header prints threads, wait
 policy and the load average.
 
     python benchmarks/bench_kd.py [--imgsz 320] [--batch-size 16] [--device cpu] [--iters 5]
@@ -42,7 +42,7 @@ from benchmarks.bench_train import (
     train_step,
     trainer,
 )
-from yolocore.host_memory import retain_freed_memory
+from yolocore.training.host_memory import retain_freed_memory
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.models.yolo import Model

@@ -41,9 +41,9 @@ if __package__ in (None, ""):
 import torch
 
 from yolocore.config import load_hyp
-from yolocore.host_memory import retain_freed_memory
-from yolocore.recipe import NBS, loss_gains
+from yolocore.training.host_memory import retain_freed_memory
 from yolocore.training.loop import prepare_data
+from yolocore.training.recipe import NBS, loss_gains
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.train import TREE, build_optimizer, optimizer_step

@@ -39,12 +39,12 @@ import yaml
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolocore.boxes import xywhn2xyxy
-from yolocore.coco import STAT_NAMES, coco_evaluate, read_coco_csv
 from yolocore.config import ROOT, load_data_yaml, load_hyp
-from yolocore.dataset import YoloDataset
-from yolocore.labels import list_image_files
-from yolocore.recipe import loss_gains
+from yolocore.data.dataset import YoloDataset
+from yolocore.data.labels import list_image_files
+from yolocore.evaluation.boxes import xywhn2xyxy
+from yolocore.evaluation.coco import STAT_NAMES, coco_evaluate, read_coco_csv
+from yolocore.training.recipe import loss_gains
 from YOLOv5Pytorch import detect, val
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.loss import ComputeLoss

@@ -37,7 +37,7 @@ def main(argv):
     src = Path(argv[0]) if argv else DEFAULT_SRC
     sys.path.insert(0, str(ROOT))  # run as a script, only data/ is on the path
     from yolocore.config import load_data_yaml
-    from yolocore.dataset import YoloDataset
+    from yolocore.data.dataset import YoloDataset
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "NWPU"
@@ -47,7 +47,7 @@ def main(argv):
         positives, _, _, _ = nwpu.collect(src.resolve(), negatives=False)
         expected = nwpu.class_counts(positives).sum(0)
         data = load_data_yaml(out / "NWPU.yaml")
-        print("\nread back with yolocore.dataset.YoloDataset:")
+        print("\nread back with yolocore.data.dataset.YoloDataset:")
         read = np.zeros(data["nc"], dtype=np.int64)
         for split in ("train", "val"):
             ds = YoloDataset(data[split], imgsz=640, nc=data["nc"], cache=False, prefix=f"{split}: ")

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import yaml
 
-from yolocore.labels import IMG_FORMATS
+from yolocore.data.labels import IMG_FORMATS
 
 CLASS_NAMES = ["airplane", "ship", "storage tank", "baseball diamond", "tennis court", "basketball court",
                "ground track field", "harbor", "bridge", "vehicle"]

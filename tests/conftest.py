@@ -1,15 +1,18 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the markers of the test folders: each test is marked with its folder's
+name (core, pytorch, jittor, parity, e2e), and everything under e2e/ is slow too."""
+from pathlib import Path
+
 import pytest
 import yaml
 
-from yolocore import init as initial
+from yolocore.architecture import initial_weights as initial
 from yolocore.config import ROOT
 
 
 @pytest.fixture(autouse=True)
 def initial_weights_generator():
-    """Every test builds its models from the same initial weights, whatever ran before it: both trees draw them
-    from yolocore.init's generator, which torch.manual_seed and jt.set_global_seed do not reset."""
+    """Every test builds its models from the same initial weights, whatever ran before it: both trees draw them from the
+    generator of yolocore.architecture.initial_weights, which torch.manual_seed and jt.set_global_seed do not reset."""
     initial.seed(0)
 
 
@@ -21,3 +24,11 @@ def narrow_cfg(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "yolov5p.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        group = Path(item.fspath).parent.name
+        item.add_marker(group)
+        if group == "e2e":
+            item.add_marker("slow")

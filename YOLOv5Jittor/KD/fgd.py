@@ -13,7 +13,7 @@ the official ones up to float rounding, which the tests check against a plain pe
 import jittor as jt
 import jittor.nn as nn
 
-from yolocore.kd_checks import FGDSettings, check_fgd_inputs
+from yolocore.training.distillation import FGDSettings, check_fgd_inputs
 from YOLOv5Jittor.models.common import draw_initial_weights
 from YOLOv5Jittor.utils.jittor_nn import LayerNorm
 

@@ -3,7 +3,7 @@ arrays and plain containers) and reads its own .pkl, the PyTorch tree's .pt and 
 
 import numpy as np
 
-from yolocore.checkpoint_io import (
+from yolocore.training.checkpoints import (
     checked_checkpoint,
     checkpoint_file,
     network_weights,

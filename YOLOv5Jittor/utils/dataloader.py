@@ -5,13 +5,13 @@ keeps the PyTorch tree's contract instead (numpy images and targets, len() in ba
 so both trees see exactly the same batches."""
 import os
 
-from yolocore.dataset import YoloDataset
-from yolocore.workers import EpochBatches, EpochStream, worker_stream
+from yolocore.data.dataset import YoloDataset
+from yolocore.data.workers import EpochBatches, EpochStream, worker_stream
 
 
 class DataLoader:
-    """Worker processes (yolocore.workers.worker_stream) load the batches of EpochBatches in order; with persistent,
-    they live from one epoch to the next (EpochStream)."""
+    """Worker processes (yolocore.data.workers.worker_stream) load the batches of EpochBatches in order; with
+    persistent, they live from one epoch to the next (EpochStream)."""
 
     def __init__(self, dataset, batch_sampler, persistent, num_workers):
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers

@@ -7,7 +7,7 @@ from copy import deepcopy
 import jittor as jt
 import numpy as np
 
-from yolocore import init as initial
+from yolocore.architecture import initial_weights as initial
 from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d
 from YOLOv5Jittor.utils.kernel_cache import claim_kernel_cache
 
@@ -86,9 +86,9 @@ def close_distributed():
 
 
 def init_seeds(seed=0, deterministic=False):
-    """Seeds the initial weights (yolocore.init, shared with the PyTorch tree) and jittor's own random ops; data
-    order and augmentation are seeded in yolocore from (seed, epoch, index). Pending random ops draw when they run,
-    so they are run first. deterministic: kept for the PyTorch signature."""
+    """Seeds the initial weights (yolocore.architecture.initial_weights, shared with the PyTorch tree) and jittor's own
+    random ops; data order and augmentation are seeded in yolocore from (seed, epoch, index). Pending random ops draw
+    when they run, so they are run first. deterministic: kept for the PyTorch signature."""
     initial.seed(seed)
     jt.sync_all()
     # Every process draws the same random numbers, as in the PyTorch tree (Jittor would add the rank to the seed).

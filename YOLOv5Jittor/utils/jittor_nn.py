@@ -8,7 +8,7 @@ import jittor.nn as nn
 def unsaved_attribute(name):
     """A Var attribute outside parameters() and state_dict(), like a plain tensor attribute in PyTorch: Jittor
     registers every Var attribute except those whose names start with '_'.
-    Found by tests/test_parity_model_loss.py::test_parameter_counts_keys_and_shapes_equal (stride is no key)."""
+    Found by tests/parity/test_parity_model_loss.py::test_parameter_counts_keys_and_shapes_equal (stride is no key)."""
     private = "_" + name
     return property(lambda self: getattr(self, private), lambda self, value: setattr(self, private, value))
 
@@ -17,7 +17,7 @@ def channel_sum(x):
     """(N, C, H, W) -> (C,) in three short passes (over W, then H, then N). Jittor's CPU float32 reduction adds in
     one long pass: over the 409,600 values of a channel (batch 16 at imgsz 320) its sum is off by 1e-4 relative,
     three passes of at most a few hundred values keep it near 1e-7.
-    Found by tests/test_parity_model_loss.py::test_train_mode_batchnorm_and_its_gradient_agree."""
+    Found by tests/parity/test_parity_model_loss.py::test_train_mode_batchnorm_and_its_gradient_agree."""
     return x.sum(3).sum(2).sum(0)
 
 
@@ -28,7 +28,7 @@ class TrainNorm(jt.Function):
     sync: mean and variance over every process's equal batch, and the gradient of the sum of every process's loss,
     as an all-reduce in the forward pass implies.
     Found by benchmarks/bench_frameworks.py (Jittor's yolov5n step 1.72x PyTorch's); held to PyTorch's gradients by
-    tests/test_parity_model_loss.py::test_train_mode_batchnorm_and_its_gradient_agree."""
+    tests/parity/test_parity_model_loss.py::test_train_mode_batchnorm_and_its_gradient_agree."""
 
     def execute(self, x, weight, bias, eps, sync):
         self.sync = sync
@@ -61,7 +61,7 @@ class BatchNorm2d(nn.Module):
     """PyTorch's BatchNorm2d. Jittor's own computes the batch variance in one pass (E[x^2] - E[x]^2, less precise
     in float32) and keeps the biased variance as running_var; both drift from the PyTorch tree in training.
     sync (set by --sync-bn under mpirun): the statistics are means over every process's equal batch.
-    Found by tests/test_parity_model_loss.py::test_train_outputs_features_and_running_stats_agree."""
+    Found by tests/parity/test_parity_model_loss.py::test_train_outputs_features_and_running_stats_agree."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
@@ -87,7 +87,7 @@ class BatchNorm2d(nn.Module):
 class LayerNorm(nn.LayerNorm):
     """PyTorch's LayerNorm. Jittor's own takes the variance as E[x^2] - E[x]^2 in float32, which loses precision as
     the mean grows against the spread: at a mean of 30 standard deviations its output is 8e-4 off, PyTorch's 2e-6.
-    Found by tests/test_parity_fgd.py::test_the_gcblock_layernorm_agrees_whatever_the_mean."""
+    Found by tests/parity/test_parity_fgd.py::test_the_gcblock_layernorm_agrees_whatever_the_mean."""
 
     def execute(self, x):
         dims = list(range(-len(self.normalized_shape), 0))
@@ -99,7 +99,7 @@ class LayerNorm(nn.LayerNorm):
 class MaxPool2d(nn.Module):
     """torch.nn.MaxPool2d. Jittor's refuses maps not larger than the kernel (SPPF's 5x5 pool sees 2x2 maps at
     imgsz 64), so the -inf border PyTorch implies is padded explicitly and the pool itself runs unpadded.
-    Found by tests/test_parity_model_loss.py::test_eval_outputs_agree (64x96 images: SPPF sees 2x3 maps)."""
+    Found by tests/parity/test_parity_model_loss.py::test_eval_outputs_agree (64x96 images: SPPF sees 2x3 maps)."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -115,7 +115,7 @@ def anchors_in_strides(anchors, stride):
     """Anchors in pixels (nl, na, 2), as numpy, in units of their level's stride. numpy divides: Jittor's division
     rounds some quotients a few units in the last place off (10 / 8 gave 1.2499999), and the anchors, which never
     train, would keep that step from the PyTorch tree's for the whole run.
-    Found by tests/test_parity_train.py::test_lockstep_training_gives_the_same_losses_and_weights (setup_both
+    Found by tests/parity/test_parity_train.py::test_lockstep_training_gives_the_same_losses_and_weights (setup_both
     checks both trees start from the same anchors to the bit)."""
     return jt.array(anchors / stride.reshape(-1, 1, 1))
 
@@ -123,7 +123,7 @@ def anchors_in_strides(anchors, stride):
 def log1p(t):
     """log(1 + t) for t in [0, 1] to float32 precision: Jittor has no log1p, and 1 + t rounds t away below 6e-8.
     Found, with BCEWithLogitsLoss, by
-    tests/test_parity_model_loss.py::test_the_bce_of_each_tree_keeps_confident_logits."""
+    tests/parity/test_parity_model_loss.py::test_the_bce_of_each_tree_keeps_confident_logits."""
     series = t / 9  # t - t^2/2 + ... + t^9/9 by Horner's rule: below t = 0.25 it is log1p to 4e-7
     for k in range(8, 0, -1):
         series = t * (1 / k - series)
@@ -135,7 +135,7 @@ class BCEWithLogitsLoss(nn.Module):
     log(exp(-m) + exp(-x - m)), which rounds away a confident prediction's gradient: for a 0 target it was 0 below
     logit -16.6 and up to 33 % off from there to -12, where PyTorch gives sigmoid(x). Most objectness and class
     targets are 0, and long trainings can drive their logits that far.
-    Found by tests/test_parity_model_loss.py::test_the_bce_of_each_tree_keeps_confident_logits."""
+    Found by tests/parity/test_parity_model_loss.py::test_the_bce_of_each_tree_keeps_confident_logits."""
 
     def __init__(self, pos_weight, reduction="mean"):
         super().__init__()

@@ -2,7 +2,7 @@
 compiles each new kernel to one path in its cache with no lock between processes (PyTorch keeps no such cache, so
 this module has no twin). utils/framework.py claims the folder when it is imported, before any kernel compiles.
 Found by an mpirun training whose two ranks broke a compile and hung (README, distributed training); held by
-tests/test_jittor_kernel_cache.py::test_processes_side_by_side_compile_into_their_own_kernel_folders and
+tests/jittor/test_jittor_kernel_cache.py::test_processes_side_by_side_compile_into_their_own_kernel_folders and
 ::test_a_process_runs_the_kernels_another_one_compiled_without_compiling_them."""
 import fcntl
 import itertools

@@ -1,7 +1,7 @@
 """Non-maximum suppression in plain jittor ops, the same greedy algorithm as the PyTorch tree."""
 import jittor as jt
 
-from yolocore.boxes import NMS_BLOCK_CPU, NMS_BLOCK_GPU, greedy_keep
+from yolocore.evaluation.boxes import NMS_BLOCK_CPU, NMS_BLOCK_GPU, greedy_keep
 
 MAX_WH = 7680  # class offset larger than any image side, so boxes of different classes never overlap
 
@@ -26,8 +26,8 @@ def box_iou(box1, box2, eps=1e-7):
 
 def nms(boxes, scores, iou_thres, max_det):
     """Greedy NMS; indices of kept boxes, best first, at most max_det. Score-sorted boxes go in blocks: the
-    IoU matrix of a block is computed at once on the device and scanned on the host (yolocore.boxes.greedy_keep),
-    a few transfers per block instead of one device round trip per kept box."""
+    IoU matrix of a block is computed at once on the device and scanned on the host
+    (yolocore.evaluation.boxes.greedy_keep), a few transfers per block instead of one device round trip per kept box."""
     block = NMS_BLOCK_GPU if jt.flags.use_cuda else NMS_BLOCK_CPU
     order, _ = scores.argsort(descending=True)
     keep = order[:0]

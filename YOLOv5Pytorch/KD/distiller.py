@@ -1,7 +1,7 @@
 """Teacher loading and FGD set-up for --mode KD: every mismatch is an error before the first step."""
 import torch
 
-from yolocore.kd_checks import check_equal_maps, check_kd_layers, check_teacher_classes, fgd_options
+from yolocore.training.distillation import check_equal_maps, check_kd_layers, check_teacher_classes, fgd_options
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from yolocore.kd_checks import FGDSettings, check_fgd_inputs
+from yolocore.training.distillation import FGDSettings, check_fgd_inputs
 from YOLOv5Pytorch.models.common import draw_initial_weights
 
 

@@ -2,16 +2,16 @@
 import torch
 import torch.nn as nn
 
-from yolocore import init as initial
-from yolocore.architecture import autopad
+from yolocore.architecture import initial_weights as initial
+from yolocore.architecture.layers import autopad
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "anchors")
 
 
 def draw_initial_weights(module):
-    """Every weight and bias of module's convolutions and normalisation layers from yolocore.init's seeded
-    generator, in module order: the same seed gives both trees the same weights. init_rules, a dict of
-    {parameter path below the module: rule} on any module, overrides the defaults."""
+    """Every weight and bias of module's convolutions and normalisation layers from the seeded generator of
+    yolocore.architecture.initial_weights, in module order: the same seed gives both trees the same weights. init_rules,
+    a dict of {parameter path below the module: rule} on any module, overrides the defaults."""
     modules = [(prefix, module_kind(m), {name: tuple(getattr(m, name).shape) for name in ("weight", "bias")
                                          if getattr(m, name, None) is not None}, getattr(m, "init_rules", {}))
                for prefix, m in module.named_modules()]

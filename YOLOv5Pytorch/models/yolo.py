@@ -5,7 +5,7 @@ from copy import deepcopy
 import torch
 import torch.nn as nn
 
-from yolocore.architecture import model_yaml, parse_model_cfg, run_layers
+from yolocore.architecture.layers import model_yaml, parse_model_cfg, run_layers
 from YOLOv5Pytorch.models.common import (
     C3,
     SPPF,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from yolocore.checkpoint_io import (
+from yolocore.training.checkpoints import (
     checked_checkpoint,
     checkpoint_file,
     map_arrays,

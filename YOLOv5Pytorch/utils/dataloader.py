@@ -5,8 +5,8 @@ import warnings
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
-from yolocore.dataset import YoloDataset
-from yolocore.workers import (
+from yolocore.data.dataset import YoloDataset
+from yolocore.data.workers import (
     LOST_WORKER_HINT,
     SHARED_MEMORY_HINT,
     EpochBatches,
@@ -17,8 +17,8 @@ from yolocore.workers import (
 
 
 class WorkerDataLoader(DataLoader):
-    """DataLoader over EpochBatches, whose workers start from a small fork server (yolocore.workers); with persistent,
-    they live from one epoch to the next (EpochStream)."""
+    """DataLoader over EpochBatches, whose workers start from a small fork server (yolocore.data.workers); with
+    persistent, they live from one epoch to the next (EpochStream)."""
 
     def __init__(self, dataset, batch_sampler, persistent, **kwargs):
         super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from yolocore import init as initial
+from yolocore.architecture import initial_weights as initial
 
 
 def select_device(device=""):
@@ -91,8 +91,8 @@ def close_distributed():
 
 
 def init_seeds(seed=0, deterministic=False):
-    """Seeds the initial weights (yolocore.init, shared with the Jittor tree) and torch's own random ops; data order
-    and augmentation are seeded in yolocore from (seed, epoch, index)."""
+    """Seeds the initial weights (yolocore.architecture.initial_weights, shared with the Jittor tree) and torch's own
+    random ops; data order and augmentation are seeded in yolocore from (seed, epoch, index)."""
     initial.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)

@@ -9,10 +9,11 @@ import numpy as np
 from tqdm import tqdm
 
 from yolocore.config import ROOT, increment_path, load_data_yaml, load_hyp, save_yaml
-from yolocore.host_memory import retain_freed_memory
-from yolocore.metrics import fitness
-from yolocore.plots import plot_images, plot_labels, plot_results
-from yolocore.recipe import (
+from yolocore.data.synthetic import make_synthetic_dataset
+from yolocore.evaluation.metrics import fitness
+from yolocore.plots.detection import plot_images, plot_labels, plot_results
+from yolocore.training.host_memory import retain_freed_memory
+from yolocore.training.recipe import (
     FGD_KEYS,
     LOSS_KEYS,
     NBS,
@@ -26,10 +27,9 @@ from yolocore.recipe import (
     warmup,
     warmup_iterations,
 )
-from yolocore.results import append_results, clear_results, truncate_results
-from yolocore.synthetic import make_synthetic_dataset
+from yolocore.training.record import add_epoch, describe_device, training_record
+from yolocore.training.results import append_results, clear_results, truncate_results
 from yolocore.training.run import Run, build_model, make_checkpoint, restore, resume_options
-from yolocore.training_record import add_epoch, describe_device, training_record
 
 
 @contextlib.contextmanager

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from yolocore.checkpoint_io import find_last_checkpoint
+from yolocore.architecture.initial_weights import perturbed
 from yolocore.cli import DEFAULT_CFG
-from yolocore.init import perturbed
+from yolocore.training.checkpoints import find_last_checkpoint
 
 
 class Backend(Protocol):

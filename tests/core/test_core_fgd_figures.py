@@ -1,0 +1,90 @@
+"""yolocore.plots.fgd without a framework: labels follow the letterbox, the figure and panels are written (with
+the left-out student maps said), and a failed run leaves no output folder."""
+import cv2
+import numpy as np
+import pytest
+
+from yolocore.data.labels import unique_names
+from yolocore.plots.fgd import (
+    MAP_PANELS,
+    check_sources,
+    image_panels,
+    letterboxed_sample,
+    staged_dir,
+    write_fgd_figure,
+)
+
+
+def level_maps(g, c, rng, student=True):
+    feature = rng.random((g, g)).astype(np.float32)
+    fg = np.zeros((g, g), np.float32)
+    fg[1:3, 1:3] = 0.25
+    maps = {"teacher_feature": feature, "teacher_spatial": feature / feature.mean(),
+            "teacher_channel": np.full(c, 1.0, np.float32), "fg_mask": fg, "bg_mask": (fg == 0) / (fg == 0).sum(),
+            "teacher_fg": feature * fg}
+    if student:
+        maps.update({k.replace("teacher", "student"): v * 0.5 for k, v in maps.items() if k.startswith("teacher")})
+    return maps
+
+
+def test_letterboxed_labels_land_on_the_same_pixels(tmp_path):
+    """A 200x100 image with one white box: its label, moved into the 64x64 letterbox, still frames the white box."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    im = np.zeros((100, 200, 3), np.uint8)
+    im[20:60, 100:180] = 255
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), im)
+    (tmp_path / "labels" / "a.txt").write_text("1 0.7 0.4 0.4 0.4\n")
+    out, labels = letterboxed_sample(str(tmp_path / "images" / "a.png"), 64, 32, nc=2)
+    assert out.shape == (64, 64, 3) and labels.shape == (1, 5) and labels[0, 0] == 1
+    _, cx, cy, w, h = labels[0] * [1, 64, 64, 64, 64]
+    assert out[int(cy), int(cx)].min() > 200  # the box centre is white
+    assert out[int(cy - h / 2) - 2, int(cx)].max() < 200 and out[int(cy + h / 2) + 2, int(cx)].max() < 200
+    np.testing.assert_allclose([cx, cy, w, h], [44.8, 16 + 12.8, 25.6, 12.8], atol=1e-4)
+
+
+def test_figure_and_panels_are_written_and_missing_maps_are_said(tmp_path):
+    rng = np.random.default_rng(0)
+    im = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    labels = np.array([[0, 0.5, 0.5, 0.25, 0.25]])
+    det = np.array([[10, 10, 30, 30, 0.9, 1]])
+    images = image_panels(im, labels, det, ["plane", "ship"])
+    levels = [level_maps(8, 16, rng), level_maps(4, 32, rng, student=False)]
+    written = write_fgd_figure(tmp_path, "x", images, levels, [17, 20], ["", "no align conv"], "title")
+    names = {p.name for p in (tmp_path / "x").iterdir()}
+    assert {f"layer17_{k}.png" for k, _, _ in MAP_PANELS} <= names
+    assert "layer20_teacher_spatial.png" in names and "layer20_student_spatial.png" not in names
+    assert len(written) == 1 + len(names) and all(cv2.imread(str(p)) is not None for p in written)
+    with pytest.raises(ValueError, match="no note says why"):
+        write_fgd_figure(tmp_path, "y", images, levels, [17, 20], ["", ""])
+
+
+def test_staged_dir_leaves_nothing_on_error_and_merges_with_exist_ok(tmp_path):
+    out = tmp_path / "exp"
+    with pytest.raises(RuntimeError), staged_dir(out) as tmp:
+        (tmp / "half.png").write_bytes(b"x")
+        raise RuntimeError("crash mid-run")
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()
+    (out / "old.png").write_bytes(b"old")
+    (out / "same.png").write_bytes(b"old")
+    with staged_dir(out) as tmp:
+        (tmp / "same.png").write_bytes(b"new")
+    assert (out / "old.png").read_bytes() == b"old" and (out / "same.png").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+
+
+def test_sources_are_checked_and_names_kept_apart(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "img.jpg"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "b" / "img.jpg"), np.zeros((32, 32, 3), np.uint8))
+    files, warnings = check_sources(tmp_path, nc=2)
+    assert len(files) == 2 and warnings == [] and unique_names(files) == ["img", "img_2"]
+    (tmp_path / "a" / "img.txt").write_text("5 0.5 0.5 0.1 0.1\n")  # beside the image: its label file
+    assert "class 5" in check_sources(tmp_path, nc=2)[1][0]
+    (tmp_path / "b" / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="bad.png: cannot read"):
+        check_sources(tmp_path, nc=2)
+    with pytest.raises(FileNotFoundError):
+        check_sources(tmp_path / "missing", nc=2)

@@ -1,0 +1,175 @@
+"""Two or more studies side by side, e.g. the PyTorch and the Jittor tree's runs of one protocol.
+
+    python -m yolocore.study.compare runs/study/pytorch runs/study/jittor     # writes runs/study/compare.md and .png
+
+Per run kind (teacher, student, FGD student): mAP50 and mAP50-95 of each study's finished runs, as means over its
+seeds with their standard errors when it has several (study.py --repeats), and with two studies the second minus
+the first, whose standard error combines both; then each study's time per epoch (mean over those runs) and, with two,
+the second's over the first's, with the devices they ran on; then COCO's figures of the runs that have coco.csv
+(AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies are named by their folders.
+"""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from yolocore.cli import run_script
+from yolocore.study.report import (
+    COCO_COLUMNS,
+    COCO_NOTE,
+    RUN_COLORS,
+    RUNS,
+    add_study_timing,
+    by_kind,
+    coco_means,
+    finished,
+    format_seconds,
+    load_run,
+    load_study,
+    mean_and_error,
+    pct,
+    study_run_names,
+)
+from yolocore.training.record import epoch_seconds
+
+METRICS = ("mAP50", "mAP50-95")
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def load_studies(projects):
+    """{study name: {run kind: [runs]}}; a folder without any run of a study is an error."""
+    studies = {}
+    for project in map(Path, projects):
+        names = study_run_names(project) if project.is_dir() else []
+        if not names:
+            raise FileNotFoundError(f"{project}: no study runs (teacher, student, student_fgd with a results.csv)")
+        if project.name in studies:
+            raise ValueError(f"{project}: two studies named {project.name}; compare folders with different names")
+        runs = add_study_timing({name: load_run(project / name) for name in names}, load_study(project))
+        studies[project.name] = by_kind(runs)
+    return studies
+
+
+def cell(mean, error):
+    return pct(mean) if not np.isfinite(error) else f"{pct(mean)} ± {pct(error)}"
+
+
+def mean_epoch_seconds(runs):
+    seconds = [s for s in map(epoch_seconds, (run["training"] for run in runs)) if s is not None]
+    return float(np.mean(seconds)) if seconds else math.nan
+
+
+def comparison_table(studies):
+    names = list(studies)
+    two = len(names) == 2
+    header = ["run"] + [f"{name} {metric}" for metric in METRICS for name in names]
+    header += [f"{names[1]} − {names[0]} {metric}" for metric in METRICS] if two else []
+    header += [f"{name} time / epoch" for name in names]
+    header += [f"{names[1]} / {names[0]} time"] if two else []
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for kind, label in RUNS.items():
+        runs = [[run for run in studies[name].get(kind, []) if finished(run)] for name in names]
+        if not any(runs):
+            continue
+        stats = {metric: [mean_and_error([r[metric] for r in group]) if group else (math.nan, math.nan)
+                          for group in runs] for metric in METRICS}
+        cells = [cell(*s) + (f" ({len(group)})" if len(group) > 1 else "")
+                 for metric in METRICS for s, group in zip(stats[metric], runs)]
+        if two:
+            for metric in METRICS:
+                (m0, e0), (m1, e1) = stats[metric]
+                cells.append("n/a" if not np.isfinite(m1 - m0) else f"{100 * (m1 - m0):+.1f}"
+                             + (f" ± {pct(math.hypot(e0, e1))}" if np.isfinite(e0) and np.isfinite(e1) else ""))
+        seconds = [mean_epoch_seconds(group) for group in runs]
+        cells += [format_seconds(t if np.isfinite(t) else None) for t in seconds]
+        if two:
+            ratio = seconds[1] / seconds[0] if seconds[0] > 0 else math.nan
+            cells.append(f"{ratio:.2f}x" if np.isfinite(ratio) else "n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def coco_comparison_table(studies):
+    """COCO's figures per run kind and study (means over the seeds that have coco.csv) and, with two studies, the
+    second minus the first; "" when no run has them."""
+    names = list(studies)
+    rows = []
+    for kind, label in RUNS.items():
+        means = {}
+        for name in names:
+            means[name], n = coco_means(studies[name].get(kind, []))
+            if n:
+                rows.append(f"| {label} | {name}" + (f" ({n})" if n > 1 else "") + " | "
+                            + " | ".join(map(pct, means[name])) + " |")
+        if len(names) == 2 and all(means.values()):
+            diffs = ["n/a" if a is None or b is None else f"{100 * (b - a):+.1f}"
+                     for a, b in zip(means[names[0]], means[names[1]])]
+            rows.append(f"| {label} | {names[1]} − {names[0]} | " + " | ".join(diffs) + " |")
+    if not rows:
+        return ""
+    return "\n".join(["## COCO figures (%)", "", COCO_NOTE + " Means over seeds (their number in brackets); "
+                      "differences in points.", "", "| run | study | " + " | ".join(COCO_COLUMNS) + " |",
+                      "|---|---|" + "---:|" * len(COCO_COLUMNS), *rows, ""])
+
+
+def devices_line(studies):
+    devices = {name: sorted({run["training"]["device"] for runs in kinds.values() for run in runs
+                             if run["training"].get("device")}) for name, kinds in studies.items()}
+    return "Devices: " + "; ".join(f"{name}: {', '.join(d) or 'n/a'}" for name, d in devices.items()) + "."
+
+
+def plot_curves(studies, path):
+    """mAP50 per epoch: one colour per run kind, one line style per study."""
+    fig = Figure(figsize=(8, 5), tight_layout=True)
+    ax = fig.subplots()
+    for s, (name, kinds) in enumerate(studies.items()):
+        for k, kind in enumerate(RUNS):
+            for j, run in enumerate(kinds.get(kind, [])):
+                measured = np.isfinite(run["map50_curve"])
+                ax.plot(run["epoch"][measured], 100 * run["map50_curve"][measured], LINE_STYLES[s % len(LINE_STYLES)],
+                        color=RUN_COLORS[k], linewidth=2 if j == 0 else 0.8,
+                        label=f"{RUNS[kind]}, {name}" if j == 0 else None)
+    ax.set(xlabel="epoch", ylabel="mAP50 (%)", title="mAP50 on val, per epoch (EMA weights)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=150)
+    return path
+
+
+def write_comparison(projects, out=None):
+    """compare.md and compare_map50.png in out (default: the first study's parent folder); returns compare.md."""
+    studies = load_studies(projects)
+    out = Path(out) if out else Path(projects[0]).parent
+    out.mkdir(parents=True, exist_ok=True)
+    plot_curves(studies, out / "compare_map50.png")
+    lines = [f"# {' against '.join(studies)}", "", comparison_table(studies), "",
+             "mAP50 and mAP50-95 (%) of each run's best weights on the val split; with several seeds, the mean ± its "
+             "standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
+             "mean wall time of an epoch, validation included.", "", devices_line(studies), "",
+             "![mAP50 per epoch](compare_map50.png)", "", coco_comparison_table(studies)]
+    path = out / "compare.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def parse_opt(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("projects", nargs="+", help="study folders (each as study.py --project wrote it)")
+    p.add_argument("--out", default="", help="where to write compare.md and the plot (default: the first's parent)")
+    return p.parse_args(argv)
+
+
+def main(opt):
+    path = write_comparison(opt.projects, opt.out or None)
+    print(f"Comparison written to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    run_script(lambda: main(parse_opt()))
