@@ -13,7 +13,7 @@ import torch
 
 from yolocore.cli import parse_detect_options, run_script
 from yolocore.data.augment import letterbox, network_input
-from yolocore.evaluation import detect_files
+from yolocore.evaluation.detect_files import detect_files
 from yolocore.evaluation.boxes import scale_boxes
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
