@@ -8,9 +8,13 @@ instead of 1.5 GB."""
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
 import jittor as jt
 # isort: on
+import pytest
+
 from yolocore.data.synthetic import make_synthetic_dataset
 from yolocore.training import loop
 from YOLOv5Jittor import train as jt_train
+
+pytestmark = pytest.mark.slow  # an epoch of training
 
 
 def test_accumulated_batches_do_not_keep_their_graphs(tmp_path, monkeypatch):

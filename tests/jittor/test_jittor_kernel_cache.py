@@ -9,8 +9,12 @@ import sys
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
 import jittor as jt
 # isort: on
+import pytest
+
 from yolocore.config import ROOT
 from YOLOv5Jittor.utils.kernel_cache import _PER_SLOT
+
+pytestmark = pytest.mark.slow  # processes that compile Jittor kernels
 
 CLAIM = ("import sys; from YOLOv5Jittor.utils.kernel_cache import claim_kernel_cache; "
          "print(claim_kernel_cache(sys.argv[1]), flush=True); sys.stdin.read()")

@@ -75,6 +75,7 @@ def test_torch_checkpoints_read_without_torch_as_torch_reads_them(torch_weights)
     assert_same_tree(expected, read_torch_checkpoint(torch_weights))
 
 
+@pytest.mark.slow
 def test_each_tree_evaluates_the_other_trees_checkpoint_the_same(tmp_path, data, torch_weights, jt_weights):
     for weights in (torch_weights, jt_weights):
         argv = ["--weights", str(weights), "--data", data, "--imgsz", "64", "--workers", "0", "--project",
@@ -105,6 +106,7 @@ def coco_rows(folder):
     return {k: sorted_rows(np.array(v)) for k, v in rows.items()}
 
 
+@pytest.mark.slow
 def test_each_tree_writes_the_same_coco_files(tmp_path, data, torch_weights):
     folders = []
     for tree, name in ((torch_val, "torch"), (jt_val, "jittor")):
@@ -253,6 +255,7 @@ def test_ultralytics_checkpoints_read_in_both_trees(ultralytics_weights, torch_w
         assert np.asarray(ckpt["model"][k]).dtype == v.numpy().dtype, k
 
 
+@pytest.mark.slow
 def test_ultralytics_checkpoints_evaluate_as_their_weights_do_in_both_trees(tmp_path, data, torch_weights,
                                                                             ultralytics_weights):
     model, _ = trained_model(torch_weights)

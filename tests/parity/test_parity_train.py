@@ -27,6 +27,8 @@ from YOLOv5Pytorch.utils.checkpoint import save_checkpoint as torch_save_checkpo
 from YOLOv5Pytorch.utils.framework import init_seeds as torch_init_seeds
 from YOLOv5Pytorch.utils.framework import state_dict_to_numpy as torch_state_dict_to_numpy
 
+pytestmark = pytest.mark.slow  # both trees train several epochs in lockstep
+
 EPOCHS = 5  # 2 batches each: 10 iterations inside warmup, so the accumulation grows from 1 to 2
 
 

@@ -88,6 +88,7 @@ def test_both_trees_compute_the_same_maps(files, student):
                 assert max_rel_error(value, actual[key]) < TOLERANCE, (tree.__name__, student, layer, key)
 
 
+@pytest.mark.slow
 def test_jittor_tree_writes_the_same_files(files, tmp_path):
     torch_out = torch_visualize.main(torch_visualize.parse_opt(argv(files, "student.pt", tmp_path / "torch")))
     jt_out = jt_visualize.main(jt_visualize.parse_opt(argv(files, "student.pkl", tmp_path / "jittor")))

@@ -158,6 +158,7 @@ def test_targets_give_box_and_class_loss(hyp):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.slow
 def test_loss_decreases_when_overfitting_two_images(hyp):
     model = seeded_model(nc=2)
     loss_fn = ComputeLoss(model, hyp)

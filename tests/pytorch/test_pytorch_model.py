@@ -190,6 +190,7 @@ ULTRALYTICS_VAL_512 = (0.936236, 0.873553, 0.925167, 0.557222)
 ULTRALYTICS_BRIDGE_AP50_95 = 0.534
 
 
+@pytest.mark.slow
 def test_reference_validates_as_ultralytics_does(reference, tmp_path):
     """val.py on the real dataset gives the mAP ultralytics' val.py gives for the same weights: rectangular batches,
     NMS, matching and AP included. Square validation misses them by 1e-2 (recall) and bridge by 6e-2."""

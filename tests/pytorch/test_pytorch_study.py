@@ -13,6 +13,8 @@ from yolocore.training import loop
 from yolocore.training.checkpoints import read_checkpoint
 from YOLOv5Pytorch import study
 
+pytestmark = pytest.mark.slow  # whole (tiny) studies: several training runs each
+
 RUNS = ("teacher", "student", "student_fgd")
 
 

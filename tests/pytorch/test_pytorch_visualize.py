@@ -73,6 +73,7 @@ def maps_of(files, student="kd"):
     return levels, labels, tensor, plan
 
 
+@pytest.mark.slow
 def test_kd_student_writes_the_figure_and_every_panel(files, tmp_path):
     out = visualize.main(opt_for(files, tmp_path / "exp"))
     assert out == tmp_path / "exp" and sorted(p.name for p in tmp_path.iterdir()) == ["exp"], "staging left over"
