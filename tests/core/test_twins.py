@@ -6,6 +6,7 @@ import ast
 import pytest
 
 from yolocore.config import ROOT
+from yolocore.training.run import Backend
 
 PYTORCH, JITTOR = ROOT / "YOLOv5Pytorch", ROOT / "YOLOv5Jittor"
 # Files with no twin, and why. Everything else in either tree must have one.
@@ -76,3 +77,17 @@ def test_twin_files_define_the_same_public_names(twin):
 
 def test_one_sided_names_are_listed_for_twins_only():
     assert set(ONE_SIDED_NAMES) <= py_files(PYTORCH) & py_files(JITTOR)
+
+
+@pytest.mark.parametrize("tree", [PYTORCH, JITTOR], ids=["pytorch", "jittor"])
+def test_each_train_py_provides_what_the_shared_loop_asks(tree):
+    """yolocore.training.loop reads its framework operations from the tree's train.py module (Backend): each must
+    be defined or imported there, or the loop fails mid-run."""
+    module = ast.parse((tree / "train.py").read_text())
+    provided = set()
+    for node in module.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            provided.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            provided.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    assert set(Backend.__annotations__) - provided == set()
