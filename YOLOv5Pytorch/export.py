@@ -43,11 +43,12 @@ def predict(model, image, device):
         return model(torch.from_numpy(image).to(device))[0].float().cpu().numpy()
 
 
-def write_onnx(ckpt, path, image, dynamic=False, half=False, device="cpu"):
-    """The checkpoint's network as an ONNX graph at path, traced on image (numpy) by torch.onnx.export. Detect
+def write_onnx(weights, path, image, dynamic=False, half=False, device=""):
+    """The network of checkpoint weights as an ONNX graph at path, traced on image (numpy) by torch.onnx.export. Detect
     builds its grids on a pass at a new shape and caches them: a static graph takes them as constants from a first
     pass, a --dynamic one must trace their building from the input's shape, so it traces a network's first pass."""
-    model = network(ckpt, device, half)
+    device = select_device(device)
+    model = network(load_checkpoint(weights), device, half)
     im = torch.from_numpy(image).to(device)
     with warnings.catch_warnings(), torch.no_grad():
         if not dynamic:
@@ -64,10 +65,10 @@ def write_onnx(ckpt, path, image, dynamic=False, half=False, device="cpu"):
 def main(opt):
     require("onnx", "onnxruntime")
     device = select_device(opt.device)
-    ckpt = load_checkpoint(opt.weights)
-    model = network(ckpt, device, opt.half)
+    model = network(load_checkpoint(opt.weights), device, opt.half)
     return export_checkpoint(opt, model.names, int(model.stride.max()),
-                             lambda path, image: write_onnx(ckpt, path, image, opt.dynamic, opt.half, device),
+                             lambda path, image: write_onnx(opt.weights, path, image, opt.dynamic, opt.half,
+                                                            opt.device),
                              lambda image: predict(model, image, device))
 
 
