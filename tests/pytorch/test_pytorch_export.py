@@ -1,12 +1,12 @@
 """export.py of the PyTorch tree: an .onnx beside the checkpoint with ultralytics' metadata, ONNX Runtime's predictions
 equal to the model's, val.py and detect.py giving the checkpoint's figures and boxes from it, and the errors."""
 import importlib.util
-import json
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from detection_rows import assert_same_rows, coco_rows, label_rows
 
 from yolocore.cli import MissingPackageError
 from yolocore.config import load_data_yaml
@@ -82,19 +82,6 @@ def test_an_fgd_students_export_holds_the_student_alone(tmp_path, weights):
     assert len(distilled.graph.node) == len(plain.graph.node)
 
 
-def sorted_rows(rows):
-    """Rows in a fixed order: the order of detections of equal confidence is the sort's, not the model's."""
-    return rows[np.lexsort(np.round(rows, 3).T[::-1])]
-
-
-def coco_rows(folder):
-    """val.py's predictions.json as {image id: rows [class, x, y, w, h, score]}."""
-    rows = {}
-    for d in json.loads((folder / "predictions.json").read_text()):
-        rows.setdefault(d["image_id"], []).append([d["category_id"], *d["bbox"], d["score"]])
-    return {k: sorted_rows(np.array(v)) for k, v in rows.items()}
-
-
 def test_val_and_detect_give_the_checkpoints_figures_and_boxes_from_a_dynamic_export(tmp_path, weights, data):
     onnx_path = export_onnx(weights, "--dynamic")
     results, predictions = [], []
@@ -105,21 +92,15 @@ def test_val_and_detect_give_the_checkpoints_figures_and_boxes_from_a_dynamic_ex
         predictions.append(coco_rows(tmp_path / name))
     np.testing.assert_allclose(results[1], results[0], atol=1e-6)
     # An untrained model's mAP is 0: the detections val.py scored carry the comparison.
-    expected, actual = predictions
-    assert sum(len(rows) for rows in expected.values()) > 20 and sorted(actual) == sorted(expected)
-    for image_id, rows in expected.items():
-        np.testing.assert_allclose(actual[image_id], rows, atol=1e-4, err_msg=f"image {image_id}")
+    assert_same_rows(*predictions, atol=1e-4)
     source = data.replace("synthetic.yaml", "images/val")
     boxes = []
     for w in (weights, onnx_path):
         out = detect.main(detect.parse_opt(["--weights", str(w), "--source", source, "--imgsz", "64", "--device",
                                             "cpu", "--conf-thres", "0.001", "--save-txt", "--save-conf",
                                             "--project", str(tmp_path / "detect")]))
-        boxes.append({f.name: sorted_rows(np.loadtxt(f, ndmin=2)) for f in (out / "labels").glob("*.txt")})
-    expected, actual = boxes
-    assert sum(len(rows) for rows in expected.values()) > 20 and sorted(actual) == sorted(expected)
-    for name, rows in expected.items():
-        np.testing.assert_allclose(actual[name], rows, atol=2e-5, err_msg=name)
+        boxes.append(label_rows(out))
+    assert_same_rows(*boxes, atol=2e-5)
 
 
 def test_val_runs_a_static_export_on_square_single_images_as_the_checkpoint_would(tmp_path, weights, data):
@@ -132,10 +113,7 @@ def test_val_runs_a_static_export_on_square_single_images_as_the_checkpoint_woul
     actual = val.main(val.parse_opt(["--weights", str(onnx_path), "--data", data, "--imgsz", "64", "--workers", "0",
                                      "--device", "cpu", "--project", str(tmp_path), "--name", "onnx", "--save-json"]))
     np.testing.assert_allclose(actual, expected, atol=1e-6)
-    expected, actual = coco_rows(tmp_path / "checkpoint"), coco_rows(tmp_path / "onnx")
-    assert sum(len(rows) for rows in expected.values()) > 20 and sorted(actual) == sorted(expected)
-    for image_id, rows in expected.items():
-        np.testing.assert_allclose(actual[image_id], rows, atol=1e-4, err_msg=f"image {image_id}")
+    assert_same_rows(coco_rows(tmp_path / "checkpoint"), coco_rows(tmp_path / "onnx"), atol=1e-4)
 
 
 def test_export_errors_name_the_problem(tmp_path, weights, monkeypatch, capsys):
