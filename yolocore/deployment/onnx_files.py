@@ -1,5 +1,6 @@
-"""export.py's framework-neutral half (both trees): the packages it needs, the output's name, ultralytics' metadata
-(class names and stride), and the check of the written graph against the tree's own model on a fixed input."""
+"""export.py's framework-neutral half (both trees): the output's name, the fixed input, ultralytics' metadata (class
+names and stride), and the check of the written graph against the tree's own model. Each tree's export.py writes the
+graph itself (torch.onnx.export, in the Jittor tree through the PyTorch tree's Model)."""
 from pathlib import Path
 
 import numpy as np
