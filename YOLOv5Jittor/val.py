@@ -2,6 +2,8 @@
 for small, medium and large objects.
 
     python YOLOv5Jittor/val.py --weights runs/train/exp/weights/best.pkl --data data/NWPU.yaml --imgsz 512
+
+--weights also takes an .onnx written by export.py, run by ONNX Runtime on the CPU.
 """
 import sys
 from pathlib import Path
@@ -17,8 +19,9 @@ import numpy as np
 
 from yolocore.cli import parse_val_options, run_script
 from yolocore.config import increment_path
+from yolocore.deployment.onnx_model import inference_shape
 from yolocore.evaluation.validation import Evaluator, checked_val_inputs, val_progress
-from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from YOLOv5Jittor.utils.checkpoint import load_model
 from YOLOv5Jittor.utils.dataloader import create_dataloader
 from YOLOv5Jittor.utils.framework import autocast, images_to_tensor, mixed_precision, select_device
 from YOLOv5Jittor.utils.nms import non_max_suppression
@@ -51,10 +54,10 @@ def parse_opt(argv=None):
 
 def main(opt):
     device = select_device(opt.device)
-    data, ckpt = checked_val_inputs(opt, load_checkpoint)
-    model = model_from_checkpoint(ckpt, device)
-    loader, _ = create_dataloader(data[opt.task], opt.imgsz, opt.batch_size, data["nc"], workers=opt.workers,
-                                  prefix=f"{opt.task}: ", rect=True)
+    data, model = checked_val_inputs(opt, lambda weights: load_model(weights, device))
+    imgsz, batch_size, rect = inference_shape(model, opt.imgsz, opt.batch_size)
+    loader, _ = create_dataloader(data[opt.task], imgsz, batch_size, data["nc"], workers=opt.workers,
+                                  prefix=f"{opt.task}: ", rect=rect)
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,

@@ -2,6 +2,8 @@
 Folders are searched recursively; a name met again in another folder is written as NAME_2, NAME_3, ...
 
     python YOLOv5Pytorch/detect.py --weights runs/train/exp/weights/best.pt --source IMG_OR_DIR --imgsz 512
+
+--weights also takes an .onnx written by export.py, run by ONNX Runtime on the CPU.
 """
 import sys
 from pathlib import Path
@@ -13,9 +15,10 @@ import torch
 
 from yolocore.cli import parse_detect_options, run_script
 from yolocore.data.augment import letterbox, network_input
+from yolocore.deployment.onnx_model import inference_shape
 from yolocore.evaluation.boxes import scale_boxes
 from yolocore.evaluation.detect_files import detect_files
-from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from YOLOv5Pytorch.utils.checkpoint import load_model
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
 from YOLOv5Pytorch.utils.nms import non_max_suppression
 
@@ -24,10 +27,11 @@ def parse_opt(argv=None):
     return parse_detect_options(argv, __doc__)
 
 
-def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max_det=1000):
-    """Detections (n, 6) [x1, y1, x2, y2, conf, cls] in the pixels of the BGR image im0."""
+def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max_det=1000, rect=True):
+    """Detections (n, 6) [x1, y1, x2, y2, conf, cls] in the pixels of the BGR image im0, letterboxed into the
+    smallest stride-multiple rectangle (rect) or the imgsz square."""
     stride = int(model.stride.max())
-    im, _, _ = letterbox(im0, imgsz, auto=True, stride=stride)
+    im, _, _ = letterbox(im0, imgsz, auto=rect, stride=stride)
     im = network_input(im)
     with torch.no_grad():
         pred = model(images_to_tensor(im, device))[0]
@@ -38,9 +42,10 @@ def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max
 
 def main(opt):
     device = select_device(opt.device)
-    model = model_from_checkpoint(load_checkpoint(opt.weights), device)
+    model = load_model(opt.weights, device)
+    opt.imgsz, _, rect = inference_shape(model, opt.imgsz, 1)
     return detect_files(opt, model.names, int(model.stride.max()), lambda im0: detect_image(
-        model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det))
+        model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det, rect))
 
 
 if __name__ == "__main__":

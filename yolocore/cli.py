@@ -4,12 +4,17 @@ import sys
 from pathlib import Path
 
 
+class MissingPackageError(ModuleNotFoundError):
+    """An optional package a script needs for what it was asked (onnx for export.py); the message says how to
+    install it."""
+
+
 def run_script(main):
-    """Run main(); bad input (a missing file, an unusable yaml, label or checkpoint) ends the script with one
-    line naming the file, not a traceback."""
+    """Run main(); bad input (a missing file, an unusable yaml, label or checkpoint) or a missing optional package
+    ends the script with one line naming it, not a traceback."""
     try:
         return main()
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, MissingPackageError, ValueError) as e:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {e}")
 
 
@@ -159,3 +164,20 @@ def parse_convert_options(argv, description, suffix):
     p.add_argument("--weights", required=True, help="checkpoint to convert (either tree's or ultralytics')")
     p.add_argument("--out", default="", help=f"output path; default: --weights with the suffix {suffix}")
     return p.parse_args(argv)
+
+
+def parse_export_options(argv, description):
+    """export.py's options (the same in both trees): a checkpoint written as ONNX beside it. description is the
+    tree's script docstring."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="checkpoint to export (either tree's or ultralytics')")
+    p.add_argument("--include", nargs="+", default=["onnx"], choices=("onnx",), help="formats to write")
+    p.add_argument("--imgsz", type=positive_int, default=640, help="image size of the graph (a multiple of the stride)")
+    p.add_argument("--dynamic", action="store_true", help="any batch size and image shape, not only 1x3xIMGSZxIMGSZ")
+    p.add_argument("--half", action="store_true", help="float16 weights and images")
+    p.add_argument("--device", default="", help="where the model is traced: cuda device, i.e. 0, or cpu")
+    opt = p.parse_args(argv)
+    if opt.half and opt.dynamic:
+        # A --dynamic graph computes Detect's grids from the input's shape, and ONNX's Range has no float16.
+        p.error("--half and --dynamic do not go together (as in ultralytics' export): choose one")
+    return opt

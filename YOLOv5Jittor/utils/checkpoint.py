@@ -1,8 +1,12 @@
 """Checkpoints as plain state dicts plus config: no pickled modules. This tree writes .pkl (a pickle of numpy
-arrays and plain containers) and reads its own .pkl, the PyTorch tree's .pt and ultralytics YOLOv5's .pt."""
+arrays and plain containers) and reads its own .pkl, the PyTorch tree's .pt and ultralytics YOLOv5's .pt; val.py
+and detect.py also run an exported .onnx in a checkpoint's place (load_model)."""
+from pathlib import Path
 
+import jittor as jt
 import numpy as np
 
+from yolocore.deployment.onnx_model import OnnxModel
 from yolocore.training.checkpoints import (
     checked_checkpoint,
     checkpoint_file,
@@ -48,3 +52,18 @@ def model_from_checkpoint(ckpt, device=None, use_ema=True):
     load_weights(model, network_weights(ckpt, use_ema), ckpt.get("path", "checkpoint"))
     model.names = list(ckpt["names"])
     return model.eval()
+
+
+class OnnxRuntimeModel(OnnxModel):
+    """An exported .onnx, called like Model in eval mode: (predictions, training maps), the maps None (the graph
+    holds the predictions only, and val.py needs the maps for losses during training alone)."""
+
+    def __call__(self, im):
+        return jt.array(self.predict(im.numpy())), None
+
+
+def load_model(weights, device=None):
+    """What val.py and detect.py run: the network of a checkpoint, or an .onnx from export.py (ONNX Runtime)."""
+    if Path(weights).suffix == ".onnx":
+        return OnnxRuntimeModel(weights)
+    return model_from_checkpoint(load_checkpoint(weights), device)

@@ -1,5 +1,6 @@
 """Checkpoints as plain state dicts plus config: no pickled modules. This tree writes .pt (torch.save, loadable
-with weights_only=True) and reads its own .pt, the Jittor tree's .pkl and ultralytics YOLOv5's .pt."""
+with weights_only=True) and reads its own .pt, the Jittor tree's .pkl and ultralytics YOLOv5's .pt; val.py and
+detect.py also run an exported .onnx in a checkpoint's place (load_model)."""
 import os
 import pickle
 import zipfile
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from yolocore.deployment.onnx_model import OnnxModel
 from yolocore.training.checkpoints import (
     checked_checkpoint,
     checkpoint_file,
@@ -62,3 +64,18 @@ def model_from_checkpoint(ckpt, device=None, use_ema=True):
     load_weights(model, network_weights(ckpt, use_ema), ckpt.get("path", "checkpoint"))
     model.names = list(ckpt["names"])
     return model.to(device or "cpu").eval()
+
+
+class OnnxRuntimeModel(OnnxModel):
+    """An exported .onnx, called like Model in eval mode: (predictions, training maps), the maps None (the graph
+    holds the predictions only, and val.py needs the maps for losses during training alone)."""
+
+    def __call__(self, im):
+        return torch.from_numpy(self.predict(im.cpu().numpy())).to(im.device), None
+
+
+def load_model(weights, device=None):
+    """What val.py and detect.py run: the network of a checkpoint, or an .onnx from export.py (ONNX Runtime)."""
+    if Path(weights).suffix == ".onnx":
+        return OnnxRuntimeModel(weights)
+    return model_from_checkpoint(load_checkpoint(weights), device)

@@ -6,8 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import YOLOv5Jittor.utils.checkpoint as jittor_checkpoint
 import YOLOv5Pytorch.utils.checkpoint as pytorch_checkpoint
@@ -16,17 +18,19 @@ from yolocore.data.synthetic import make_synthetic_dataset
 from yolocore.training import loop
 from yolocore.training.run import resume_options
 from YOLOv5Jittor import detect as jittor_detect
+from YOLOv5Jittor import export as jittor_export
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor import val as jittor_val
 from YOLOv5Pytorch import detect as pytorch_detect
+from YOLOv5Pytorch import export as pytorch_export
 from YOLOv5Pytorch import train as pytorch_train
 from YOLOv5Pytorch import val as pytorch_val
 
 TREES = {
-    "pytorch": SimpleNamespace(train=pytorch_train, val=pytorch_val, detect=pytorch_detect, ckpt=pytorch_checkpoint,
-                               array_type=torch.Tensor),
-    "jittor": SimpleNamespace(train=jittor_train, val=jittor_val, detect=jittor_detect, ckpt=jittor_checkpoint,
-                              array_type=np.ndarray),
+    "pytorch": SimpleNamespace(train=pytorch_train, val=pytorch_val, detect=pytorch_detect, export=pytorch_export,
+                               ckpt=pytorch_checkpoint, array_type=torch.Tensor),
+    "jittor": SimpleNamespace(train=jittor_train, val=jittor_val, detect=jittor_detect, export=jittor_export,
+                              ckpt=jittor_checkpoint, array_type=np.ndarray),
 }
 RUN_FILES = ("results.csv", "results.png", "opt.yaml", "hyp.yaml", "labels.jpg", "train_batch0.jpg",
              "val_batch0_labels.jpg", "val_batch0_pred.jpg", "confusion_matrix.png", "per_class.csv", "coco.csv",
@@ -47,6 +51,7 @@ def assert_run_files(run, tree):
         assert (run / f).is_file() and (run / f).stat().st_size > 0, f
     for name in ("last", "best"):
         assert weights(run, name, tree).is_file(), name
+    assert list(run.glob("events.out.tfevents.*")), "TensorBoard event files"
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +220,13 @@ def test_kd_run_logs_fgd_terms_and_resumes(tmp_path, data, tree, teacher_run, na
     last = tree.ckpt.load_checkpoint(weights(run, "last", tree))
     assert any(not np.array_equal(np.asarray(last["fgd"][k]), v) for k, v in align.items()), "align convs untrained"
     assert_run_files(run, tree)
+    events = EventAccumulator(str(run))
+    events.Reload()
+    for tag in ("train/fgd_loss", "train/fgd_relation", "metrics/mAP_0.5:0.95", "x/lr0"):
+        assert [s.step for s in events.Scalars(tag)] == [0, 1], tag  # the resumed epoch in a second event file
+    onnx_path = tree.export.main(tree.export.parse_opt(["--weights", str(weights(run, "best", tree)), "--imgsz", "64"]))
+    initializers = [t.name for t in onnx.load(str(onnx_path)).graph.initializer]
+    assert initializers and not [n for n in initializers if "align" in n or "gc_" in n], "the student alone"
     results = tree.val.main(tree.val.parse_opt(["--weights", str(weights(run, "best", tree)), "--data", data,
                                                 "--imgsz", "64", "--workers", "0", "--project", str(tmp_path),
                                                 "--name", "val_kd"]))

@@ -1,16 +1,17 @@
 """Checkpoints across the trees: each reads the other's file and ultralytics YOLOv5's, evaluates it the same way,
-converts it, and refuses files that would run code."""
+converts it, and refuses files that would run code. The runs that wrote them logged the same TensorBoard tags."""
 # isort: off
 import YOLOv5Jittor  # noqa: F401  (sets jittor's CPU build flags, which must be in place before jittor loads)
 import jittor as jt  # noqa: F401
 # isort: on
-import json
 import pickle
 from copy import deepcopy
 
 import numpy as np
 import pytest
 import torch
+from detection_rows import assert_same_rows, coco_rows, label_rows
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from ultralytics_like import save_ultralytics_checkpoint
 
 from yolocore.data.synthetic import make_synthetic_dataset
@@ -75,6 +76,20 @@ def test_torch_checkpoints_read_without_torch_as_torch_reads_them(torch_weights)
     assert_same_tree(expected, read_torch_checkpoint(torch_weights))
 
 
+def test_both_trees_runs_write_tensorboard_events_under_the_same_tags(torch_weights, jt_weights):
+    """`tensorboard --logdir runs/train` sets runs of either tree side by side: results.csv's columns as scalars,
+    the first training batches as images."""
+    for weights in (torch_weights, jt_weights):
+        run_dir = weights.parent.parent
+        columns = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        tags = events.Tags()
+        assert sorted(tags["scalars"]) == sorted(set(columns) - {"epoch"}), run_dir
+        assert tags["images"] == ["train_batch0", "train_batch1"], run_dir
+        assert [s.step for s in events.Scalars("metrics/mAP_0.5")] == [0], run_dir
+
+
 @pytest.mark.slow
 def test_each_tree_evaluates_the_other_trees_checkpoint_the_same(tmp_path, data, torch_weights, jt_weights):
     for weights in (torch_weights, jt_weights):
@@ -98,14 +113,6 @@ def test_a_half_precision_checkpoint_evaluates_the_same_in_both_trees(tmp_path, 
     np.testing.assert_allclose(np.array(jt_val.main(jt_val.parse_opt(argv))), expected, atol=1e-3)
 
 
-def coco_rows(folder):
-    """predictions.json as {image id: rows [class, x, y, w, h, score] in a fixed order}."""
-    rows = {}
-    for d in json.loads((folder / "predictions.json").read_text()):
-        rows.setdefault(d["image_id"], []).append([d["category_id"], *d["bbox"], d["score"]])
-    return {k: sorted_rows(np.array(v)) for k, v in rows.items()}
-
-
 @pytest.mark.slow
 def test_each_tree_writes_the_same_coco_files(tmp_path, data, torch_weights):
     folders = []
@@ -116,14 +123,7 @@ def test_each_tree_writes_the_same_coco_files(tmp_path, data, torch_weights):
     expected, actual = folders
     assert (actual / "annotations.json").read_text() == (expected / "annotations.json").read_text()
     assert read_coco_csv(actual / "coco.csv") == pytest.approx(read_coco_csv(expected / "coco.csv"), abs=1e-3)
-    expected, actual = coco_rows(expected), coco_rows(actual)
-    assert sum(len(rows) for rows in expected.values()) > 20 and sorted(actual) == sorted(expected)
-    for image_id, rows in expected.items():
-        np.testing.assert_allclose(actual[image_id], rows, atol=2e-3, err_msg=f"image {image_id}")
-
-
-def sorted_rows(rows):
-    return rows[np.lexsort(np.round(rows, 3).T[::-1])]
+    assert_same_rows(coco_rows(expected), coco_rows(actual), atol=2e-3)
 
 
 def test_each_tree_detects_the_same_boxes_with_the_other_trees_checkpoint(tmp_path, data, torch_weights, jt_weights):
@@ -134,12 +134,8 @@ def test_each_tree_detects_the_same_boxes_with_the_other_trees_checkpoint(tmp_pa
             out = tree.main(tree.parse_opt(["--weights", str(weights), "--source", source, "--imgsz", "64",
                                             "--conf-thres", "0.001", "--save-txt", "--save-conf",
                                             "--project", str(tmp_path), "--name", name]))
-            # Rows in a fixed order: the order of detections of equal confidence is the sort's, not the model's.
-            outputs.append({f.name: sorted_rows(np.loadtxt(f, ndmin=2)) for f in (out / "labels").glob("*.txt")})
-        expected, actual = outputs
-        assert sum(len(rows) for rows in expected.values()) > 20 and sorted(actual) == sorted(expected)
-        for name, rows in expected.items():
-            np.testing.assert_allclose(actual[name], rows, atol=2e-4, err_msg=f"{weights} {name}")
+            outputs.append(label_rows(out))
+        assert_same_rows(*outputs, atol=2e-4)
 
 
 def test_convert_round_trip_keeps_the_weights_and_is_not_resumable(tmp_path, torch_weights):

@@ -7,10 +7,12 @@ import pytest
 from yolocore.cli import fraction, non_negative_int, positive_int
 from yolocore.study import runner as study
 from YOLOv5Jittor import detect as jittor_detect
+from YOLOv5Jittor import export as jittor_export
 from YOLOv5Jittor import train as jittor_train
 from YOLOv5Jittor import val as jittor_val
 from YOLOv5Jittor import visualize as jittor_visualize
 from YOLOv5Pytorch import detect as pytorch_detect
+from YOLOv5Pytorch import export as pytorch_export
 from YOLOv5Pytorch import train as pytorch_train
 from YOLOv5Pytorch import val as pytorch_val
 from YOLOv5Pytorch import visualize as pytorch_visualize
@@ -21,6 +23,7 @@ SCRIPTS = {
     "val": ([pytorch_val, jittor_val], CHECKPOINTS + ["--data", "d.yaml"], ["--imgsz", "--batch-size", "--max-det"],
             ["--workers"]),
     "detect": ([pytorch_detect, jittor_detect], CHECKPOINTS + ["--source", "img"], ["--imgsz", "--max-det"], []),
+    "export": ([pytorch_export, jittor_export], CHECKPOINTS, ["--imgsz"], []),
     "visualize": ([pytorch_visualize, jittor_visualize], ["--teacher", "t.pt", "--student", "s.pt", "--source", "i"],
                   ["--imgsz"], []),
 }

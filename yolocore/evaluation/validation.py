@@ -51,16 +51,17 @@ def val_progress(dataloader):
     return tqdm(dataloader, desc=f"{'val':>10}", bar_format="{l_bar}{bar:10}{r_bar}", leave=False)
 
 
-def checked_val_inputs(opt, load_checkpoint):
-    """(data yaml dict, checkpoint) of val.py's options, once the split exists and the classes agree; load_checkpoint
-    is the tree's."""
+def checked_val_inputs(opt, load_model):
+    """(data yaml dict, model) of val.py's options, once the split exists and the classes agree; load_model(weights)
+    is the tree's (a checkpoint's network or an exported .onnx, with its class names)."""
     data = load_data_yaml(opt.data)
     if opt.task not in data:
         raise ValueError(f"--task {opt.task}: {opt.data} names no {opt.task} split")
-    ckpt = load_checkpoint(opt.weights)
-    if ckpt["nc"] != data["nc"] or list(ckpt["names"]) != data["names"]:
-        raise ValueError(f"{opt.weights} was trained on classes {ckpt['names']}, but {opt.data} has {data['names']}")
-    return data, ckpt
+    model = load_model(opt.weights)
+    if list(model.names) != data["names"]:
+        raise ValueError(f"{opt.weights} was trained on classes {list(model.names)}, but {opt.data} has "
+                         f"{data['names']}")
+    return data, model
 
 
 class Evaluator:

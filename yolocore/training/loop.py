@@ -30,6 +30,7 @@ from yolocore.training.recipe import (
 from yolocore.training.record import add_epoch, describe_device, training_record
 from yolocore.training.results import append_results, clear_results, truncate_results
 from yolocore.training.run import Run, build_model, make_checkpoint, restore, resume_options
+from yolocore.training.tensorboard_log import TensorBoardLog
 
 
 @contextlib.contextmanager
@@ -107,7 +108,8 @@ def setup(opt, tree):
               train_loader=train_loader, val_loader=val_loader, lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr),
               training=training_record(ckpt, describe_device(device, world_size, amp)), teacher=teacher, fgd=fgd,
               parallel_fgd=tree.parallel(fgd, device) if fgd is not None else None,
-              accumulate=max(round(NBS / opt.batch_size), 1))
+              accumulate=max(round(NBS / opt.batch_size), 1),
+              tensorboard=TensorBoardLog(save_dir) if rank == 0 else None)
     if ckpt:
         restore(run, ckpt, tree)
         if rank == 0:
@@ -150,7 +152,9 @@ def train_one_epoch(run, epoch, tree):
         bar.set_description(("%11s" + "%11.4g" * 3 + "%11i" * 2)
                             % (f"{epoch + 1}/{opt.epochs}", *mloss[:3], len(targets), imgs.shape[-1]))
         if main and epoch == run.start_epoch and i < 3:
-            plot_images(np.asarray(imgs), np.asarray(targets), paths, run.save_dir / f"train_batch{i}.jpg", run.names)
+            plotted = run.save_dir / f"train_batch{i}.jpg"
+            plot_images(np.asarray(imgs), np.asarray(targets), paths, plotted, run.names)
+            run.tensorboard.image(f"train_batch{i}", plotted, epoch)
     return tree.all_reduce_mean(mloss).tolist()
 
 
@@ -168,7 +172,10 @@ def end_epoch(run, epoch, losses, started, tree):
         metrics = (float("nan"),) * 7  # a gap in results.png, not a fake zero
     fit = float(fitness(np.array(metrics[:4])[None])[0])
     lrs = [g["lr"] for g in run.optimizer.param_groups]
-    append_results(run.save_dir / "results.csv", results_row(epoch, losses, metrics, lrs))
+    row = results_row(epoch, losses, metrics, lrs)
+    append_results(run.save_dir / "results.csv", row)
+    run.tensorboard.scalars(row, epoch)
+    run.tensorboard.flush()  # an epoch's figures are on disk when it ends, for a TensorBoard watching the run
     add_epoch(run.training, time.time() - started)
     # Without validation the newest weights are the best guess, and patience has nothing to count. best_fitness
     # starts below any fitness, so the first validated epoch is best even at 0 (the last one, with --noval).
@@ -207,6 +214,7 @@ def train(opt, tree):
         tree.validate.run(run.ema.ema, run.val_loader, run.names, run.device, save_dir=save_dir, plots=True,
                           verbose=True, save_json=True, amp=run.amp)
         run.val_loader.close()
+        run.tensorboard.close()
         print(f"Results saved to {save_dir}")
     tree.close_distributed()
     return save_dir

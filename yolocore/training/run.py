@@ -82,6 +82,7 @@ class Run:
     start_epoch: int = 0
     best_fitness: float = -1.0
     best_epoch: int = -1
+    tensorboard: Any = None  # rank 0's TensorBoardLog (yolocore.training.tensorboard_log)
 
 
 def build_model(opt, data, device, resumed, tree):
