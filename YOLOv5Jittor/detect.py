@@ -18,9 +18,8 @@ import jittor as jt
 
 from yolocore.cli import parse_detect_options, run_script
 from yolocore.data.augment import letterbox, network_input
-from yolocore.deployment.onnx_model import inference_shape
 from yolocore.evaluation.boxes import scale_boxes
-from yolocore.evaluation.detect_files import detect_files
+from yolocore.evaluation.detect_files import detect_main
 from YOLOv5Jittor.utils.checkpoint import load_model
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
 from YOLOv5Jittor.utils.nms import non_max_suppression
@@ -44,11 +43,7 @@ def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max
 
 
 def main(opt):
-    device = select_device(opt.device)
-    model = load_model(opt.weights, device)
-    opt.imgsz, _, rect = inference_shape(model, opt.imgsz, 1)
-    return detect_files(opt, model.names, int(model.stride.max()), lambda im0: detect_image(
-        model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det, rect))
+    return detect_main(opt, select_device, load_model, detect_image)
 
 
 if __name__ == "__main__":

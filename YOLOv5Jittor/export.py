@@ -41,8 +41,8 @@ def network(ckpt, device, half=False):
     return model_from_checkpoint(ckpt, device)
 
 
-def predict(model, image, device):
-    """The model's predictions (numpy) of a numpy batch; device is global in Jittor (see select_device)."""
+def predict(model, image):
+    """The model's predictions (numpy) of a numpy batch; the device is global in Jittor (see select_device)."""
     with jt.no_grad():
         return model(jt.array(image).float())[0].numpy()
 
@@ -57,12 +57,8 @@ def write_onnx(weights, path, image, dynamic=False, half=False, device=""):
 
 def main(opt):
     require("onnx", "onnxruntime", "torch")
-    device = select_device(opt.device)
-    model = network(load_checkpoint(opt.weights), device, opt.half)
-    return export_checkpoint(opt, model.names, int(model.stride.max()),
-                             lambda path, image: write_onnx(opt.weights, path, image, opt.dynamic, opt.half,
-                                                            opt.device),
-                             lambda image: predict(model, image, device))
+    model = network(load_checkpoint(opt.weights), select_device(opt.device), opt.half)
+    return export_checkpoint(opt, model, write_onnx, predict)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ import torch
 
 from yolocore.cli import parse_detect_options, run_script
 from yolocore.data.augment import letterbox, network_input
-from yolocore.deployment.onnx_model import inference_shape
 from yolocore.evaluation.boxes import scale_boxes
-from yolocore.evaluation.detect_files import detect_files
+from yolocore.evaluation.detect_files import detect_main
 from YOLOv5Pytorch.utils.checkpoint import load_model
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
 from YOLOv5Pytorch.utils.nms import non_max_suppression
@@ -41,11 +40,7 @@ def detect_image(model, im0, imgsz, device, conf_thres=0.25, iou_thres=0.45, max
 
 
 def main(opt):
-    device = select_device(opt.device)
-    model = load_model(opt.weights, device)
-    opt.imgsz, _, rect = inference_shape(model, opt.imgsz, 1)
-    return detect_files(opt, model.names, int(model.stride.max()), lambda im0: detect_image(
-        model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det, rect))
+    return detect_main(opt, select_device, load_model, detect_image)
 
 
 if __name__ == "__main__":

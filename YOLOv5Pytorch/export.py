@@ -37,10 +37,10 @@ def network(ckpt, device, half=False):
     return model.half() if half else model
 
 
-def predict(model, image, device):
-    """The model's predictions (numpy) of a numpy batch."""
+def predict(model, image):
+    """The model's predictions (numpy) of a numpy batch, on the model's device."""
     with torch.no_grad():
-        return model(torch.from_numpy(image).to(device))[0].float().cpu().numpy()
+        return model(torch.from_numpy(image).to(next(model.parameters()).device))[0].float().cpu().numpy()
 
 
 def write_onnx(weights, path, image, dynamic=False, half=False, device=""):
@@ -64,12 +64,8 @@ def write_onnx(weights, path, image, dynamic=False, half=False, device=""):
 
 def main(opt):
     require("onnx", "onnxruntime")
-    device = select_device(opt.device)
-    model = network(load_checkpoint(opt.weights), device, opt.half)
-    return export_checkpoint(opt, model.names, int(model.stride.max()),
-                             lambda path, image: write_onnx(opt.weights, path, image, opt.dynamic, opt.half,
-                                                            opt.device),
-                             lambda image: predict(model, image, device))
+    model = network(load_checkpoint(opt.weights), select_device(opt.device), opt.half)
+    return export_checkpoint(opt, model, write_onnx, predict)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 import torch
 
 from yolocore.cli import parse_val_options, run_script
-from yolocore.config import increment_path
-from yolocore.deployment.onnx_model import inference_shape
-from yolocore.evaluation.validation import Evaluator, checked_val_inputs, val_progress
+from yolocore.evaluation.validation import val_main, validate
 from YOLOv5Pytorch.utils.checkpoint import load_model
 from YOLOv5Pytorch.utils.dataloader import create_dataloader
 from YOLOv5Pytorch.utils.framework import autocast, images_to_tensor, mixed_precision, select_device
@@ -26,23 +23,19 @@ from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,
         save_dir=None, plots=False, verbose=False, save_json=False, amp=True):
-    """Returns ((P, R, mAP50, mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,)). save_json adds
-    COCO's evaluation and its json files in save_dir; amp=False keeps float32 where the tree would use mixed
-    precision."""
+    """yolocore.evaluation.validation.validate with this tree's model, NMS and loss; amp=False keeps float32 where
+    the tree would use mixed precision."""
     model.eval()
-    evaluator = Evaluator(names, plots, save_dir, save_json)
-    loss = np.zeros(3)
-    for imgs, targets, paths, shapes in val_progress(dataloader):
-        im = images_to_tensor(imgs, device)
-        targets = targets.to(device)
-        with torch.no_grad(), autocast(device, amp):
-            preds, train_out = model(im)
-            if compute_loss:
-                loss += compute_loss(train_out, targets)[1].cpu().numpy()
+
+    @torch.no_grad()
+    def predict(imgs, targets):
+        with autocast(device, amp):
+            preds, train_out = model(images_to_tensor(imgs, device))
+            loss = compute_loss(train_out, targets.to(device))[1].cpu().numpy() if compute_loss else 0
             out = non_max_suppression(preds.float(), conf_thres, iou_thres, multi_label=True, max_det=max_det)
-        evaluator.add_batch(imgs.numpy(), targets.cpu().numpy(), [o.cpu().numpy() for o in out], paths, shapes)
-    metrics, maps = evaluator.summary(verbose)
-    return (*metrics, *(loss / len(dataloader)).tolist()), maps
+        return [o.cpu().numpy() for o in out], loss
+
+    return validate(dataloader, names, predict, plots, save_dir, save_json, verbose)
 
 
 def parse_opt(argv=None):
@@ -50,18 +43,7 @@ def parse_opt(argv=None):
 
 
 def main(opt):
-    device = select_device(opt.device)
-    data, model = checked_val_inputs(opt, lambda weights: load_model(weights, device))
-    imgsz, batch_size, rect = inference_shape(model, opt.imgsz, opt.batch_size)
-    loader, _ = create_dataloader(data[opt.task], imgsz, batch_size, data["nc"], workers=opt.workers,
-                                  prefix=f"{opt.task}: ", rect=rect)
-    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,
-                     save_dir=save_dir, plots=True, verbose=True, save_json=opt.save_json,
-                     amp=mixed_precision(device, opt.noamp))
-    print(f"Results saved to {save_dir}")
-    return results
+    return val_main(opt, select_device, load_model, create_dataloader, run, mixed_precision)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from yolocore.training.checkpoints import (
     write_pickle_checkpoint,
 )
 from YOLOv5Jittor.models.yolo import Model
+from YOLOv5Jittor.utils.framework import to_numpy
 
 FRAMEWORK = "jittor"
 SUFFIX = ".pkl"
@@ -54,16 +55,8 @@ def model_from_checkpoint(ckpt, device=None, use_ema=True):
     return model.eval()
 
 
-class OnnxRuntimeModel(OnnxModel):
-    """An exported .onnx, called like Model in eval mode: (predictions, training maps), the maps None (the graph
-    holds the predictions only, and val.py needs the maps for losses during training alone)."""
-
-    def __call__(self, im):
-        return jt.array(self.predict(im.numpy())), None
-
-
 def load_model(weights, device=None):
     """What val.py and detect.py run: the network of a checkpoint, or an .onnx from export.py (ONNX Runtime)."""
     if Path(weights).suffix == ".onnx":
-        return OnnxRuntimeModel(weights)
+        return OnnxModel(weights, to_numpy, lambda predictions, im: jt.array(predictions))
     return model_from_checkpoint(load_checkpoint(weights), device)

@@ -18,6 +18,7 @@ from yolocore.training.checkpoints import (
     state_dict_mismatch,
 )
 from YOLOv5Pytorch.models.yolo import Model
+from YOLOv5Pytorch.utils.framework import to_numpy
 
 FRAMEWORK = "pytorch"
 SUFFIX = ".pt"
@@ -66,16 +67,8 @@ def model_from_checkpoint(ckpt, device=None, use_ema=True):
     return model.to(device or "cpu").eval()
 
 
-class OnnxRuntimeModel(OnnxModel):
-    """An exported .onnx, called like Model in eval mode: (predictions, training maps), the maps None (the graph
-    holds the predictions only, and val.py needs the maps for losses during training alone)."""
-
-    def __call__(self, im):
-        return torch.from_numpy(self.predict(im.cpu().numpy())).to(im.device), None
-
-
 def load_model(weights, device=None):
     """What val.py and detect.py run: the network of a checkpoint, or an .onnx from export.py (ONNX Runtime)."""
     if Path(weights).suffix == ".onnx":
-        return OnnxRuntimeModel(weights)
+        return OnnxModel(weights, to_numpy, lambda predictions, im: torch.from_numpy(predictions).to(im.device))
     return model_from_checkpoint(load_checkpoint(weights), device)

@@ -1,18 +1,9 @@
 """Non-maximum suppression in plain torch: torchvision's compiled ops do not load with the CPU torch used here."""
 import torch
 
-from yolocore.evaluation.boxes import NMS_BLOCK_CPU, NMS_BLOCK_GPU, greedy_keep
+from yolocore.evaluation.boxes import NMS_BLOCK_CPU, NMS_BLOCK_GPU, greedy_keep, xywh2xyxy
 
 MAX_WH = 7680  # class offset larger than any image side, so boxes of different classes never overlap
-
-
-def xywh2xyxy(x):
-    y = x.clone()
-    y[..., 0] = x[..., 0] - x[..., 2] / 2
-    y[..., 1] = x[..., 1] - x[..., 3] / 2
-    y[..., 2] = x[..., 0] + x[..., 2] / 2
-    y[..., 3] = x[..., 1] + x[..., 3] / 2
-    return y
 
 
 def box_iou(box1, box2, eps=1e-7):

@@ -42,7 +42,7 @@ def export_onnx(weights, *flags, imgsz=64):
 
 
 def model_predictions(weights, images):
-    return export.predict(model_from_checkpoint(load_checkpoint(weights)), images, None)
+    return export.predict(model_from_checkpoint(load_checkpoint(weights)), images)
 
 
 def test_export_of_a_jittor_checkpoint_predicts_what_the_jittor_model_predicts(weights, data):

@@ -40,7 +40,7 @@ def export_onnx(weights, *flags, imgsz=64):
 
 def model_predictions(weights, images):
     model = model_from_checkpoint(load_checkpoint(weights))
-    return export.predict(model, images, "cpu")
+    return export.predict(model, images)
 
 
 def test_export_writes_best_onnx_with_names_and_stride_and_the_models_predictions(weights, data):

@@ -48,16 +48,18 @@ def relative_difference(actual, expected):
     return float((np.abs(actual - expected).max(0) / scale).max())
 
 
-def export_checkpoint(opt, names, stride, write_graph, predict):
-    """export.py's run in either tree, once its model is loaded: names and stride are the model's, write_graph(path,
-    image) writes its ONNX graph traced on image, predict(image) -> the tree's model's predictions (numpy). Checks
-    the image size, then ONNX Runtime's predictions against the model's; returns the .onnx path."""
+def export_checkpoint(opt, model, write_onnx, predict):
+    """export.py's run in either tree, given the network of --weights (model) and the tree's functions of those
+    names: write_onnx(weights, path, image, dynamic, half, device) writes the ONNX graph of the checkpoint traced on
+    image, predict(model, image) -> the model's predictions (numpy). Checks the image size, then ONNX Runtime's
+    predictions against the model's; returns the .onnx path."""
+    names, stride = model.names, int(model.stride.max())
     check_imgsz(opt.imgsz, stride)
     path = onnx_path(opt.weights)
     image = fixed_input(opt.imgsz, opt.half)
-    write_graph(path, image)
+    write_onnx(opt.weights, path, image, opt.dynamic, opt.half, opt.device)
     finish_graph(path, names, stride)
-    difference = relative_difference(OnnxModel(path).predict(image), predict(image))
+    difference = relative_difference(OnnxModel(path).predict(image), predict(model, image))
     tolerance = TOLERANCE[image.dtype.type]
     print(f"ONNX Runtime against the model on a fixed {opt.imgsz}x{opt.imgsz} input: relative difference "
           f"{difference:.2e}{'' if difference <= tolerance else f', above {tolerance:g}: check the export'}")

@@ -33,7 +33,10 @@ class OnnxModel:
     """The graph export.py wrote: predictions (bs, anchors, 5 + nc) of images (bs, 3, h, w) in [0, 1], with the
     class names and stride of its metadata. ONNX Runtime runs it on the CPU."""
 
-    def __init__(self, path):
+    def __init__(self, path, to_numpy=np.asarray, to_tensor=None):
+        """to_numpy(a tree's images) and to_tensor(predictions, the images) let val.py and detect.py call the model
+        with their tree's tensors."""
+        self.to_numpy, self.to_tensor = to_numpy, to_tensor
         (ort,) = require("onnxruntime", purpose="Running an .onnx model")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such file")
@@ -52,6 +55,11 @@ class OnnxModel:
 
     def eval(self):
         return self
+
+    def __call__(self, im):
+        """As Model in eval mode: (predictions, training maps), the maps None (the graph holds the predictions only,
+        and val.py needs the maps for losses during training alone), in the tree's tensors (see __init__)."""
+        return self.to_tensor(self.predict(self.to_numpy(im)), im), None
 
     def predict(self, images):
         """Predictions (bs, anchors, 5 + nc) float32 of a numpy batch, in the precision the graph was exported in."""

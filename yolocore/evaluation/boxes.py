@@ -3,7 +3,9 @@ import numpy as np
 
 
 def xywh2xyxy(x):
-    y = np.copy(x)
+    """[cx, cy, w, h] -> [x1, y1, x2, y2] in the last axis, of a numpy array or of either framework's tensor: a
+    tensor is cloned where it is (the trees' NMS runs it on the device), never converted."""
+    y = x.clone() if hasattr(x, "clone") else np.copy(x)
     y[..., 0] = x[..., 0] - x[..., 2] / 2
     y[..., 1] = x[..., 1] - x[..., 3] / 2
     y[..., 2] = x[..., 0] + x[..., 2] / 2

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from yolocore.config import increment_path
 from yolocore.data.augment import check_imgsz
 from yolocore.data.labels import imread, list_image_files, unique_names
+from yolocore.deployment.onnx_model import inference_shape
 from yolocore.evaluation.boxes import xyxy2xywhn
 from yolocore.plots.detection import draw_detections
 
@@ -48,3 +49,13 @@ def detect_files(opt, names, stride, detect):
     skipped = f" ({unreadable} unreadable, skipped)" if unreadable else ""
     print(f"{found} detections in {len(files) - unreadable} images{skipped}, saved to {save_dir}")
     return save_dir
+
+
+def detect_main(opt, select_device, load_model, detect_image):
+    """detect.py's main, given the tree's functions of those names: run --weights (a checkpoint or an .onnx) on
+    --source and write what detect_files writes."""
+    device = select_device(opt.device)
+    model = load_model(opt.weights, device)
+    opt.imgsz, _, rect = inference_shape(model, opt.imgsz, 1)
+    return detect_files(opt, model.names, int(model.stride.max()), lambda im0: detect_image(
+        model, im0, opt.imgsz, device, opt.conf_thres, opt.iou_thres, opt.max_det, rect))

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from yolocore.config import load_data_yaml
+from yolocore.config import increment_path, load_data_yaml
+from yolocore.deployment.onnx_model import inference_shape
 from yolocore.evaluation.boxes import scale_boxes, xywh2xyxy, xyxy2xywhn
 from yolocore.evaluation.coco import CocoRecorder, save_coco
 from yolocore.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
@@ -129,3 +130,35 @@ class Evaluator:
         if self.coco:
             save_coco(self.coco, self.save_dir)
         return (float(mp), float(mr), float(map50), float(map_)), maps
+
+
+def validate(dataloader, names, predict, plots=False, save_dir=None, save_json=False, verbose=False):
+    """val.py's pass over a loader, in either tree: predict(images, targets) as the loader gives them -> (detections
+    per image, numpy (k, 6) [x1, y1, x2, y2, conf, cls]; loss items, numpy (3,), or 0). Returns ((P, R, mAP50,
+    mAP50-95, val box, obj, cls losses), per-class mAP50-95 (nc,)). save_json adds COCO's evaluation and its json
+    files in save_dir."""
+    evaluator = Evaluator(names, plots, save_dir, save_json)
+    loss = np.zeros(3)
+    for imgs, targets, paths, shapes in val_progress(dataloader):
+        detections, items = predict(imgs, targets)
+        loss += items
+        evaluator.add_batch(np.asarray(imgs), np.asarray(targets), detections, paths, shapes)
+    metrics, maps = evaluator.summary(verbose)
+    return (*metrics, *(loss / len(dataloader)).tolist()), maps
+
+
+def val_main(opt, select_device, load_model, create_dataloader, run, mixed_precision):
+    """val.py's main, given the tree's functions of those names: validate --weights (a checkpoint or an .onnx) on
+    the --task split, into a new folder under --project."""
+    device = select_device(opt.device)
+    data, model = checked_val_inputs(opt, lambda weights: load_model(weights, device))
+    imgsz, batch_size, rect = inference_shape(model, opt.imgsz, opt.batch_size)
+    loader, _ = create_dataloader(data[opt.task], imgsz, batch_size, data["nc"], workers=opt.workers,
+                                  prefix=f"{opt.task}: ", rect=rect)
+    save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,
+                     save_dir=save_dir, plots=True, verbose=True, save_json=opt.save_json,
+                     amp=mixed_precision(device, opt.noamp))
+    print(f"Results saved to {save_dir}")
+    return results
