@@ -115,7 +115,7 @@ def _limits(maps, group):
     return max(float(np.max(maps[k])) for k, _, g in MAP_PANELS if g == group and k in maps) or 1.0
 
 
-def _panel(maps, key, caption, group, note):
+def _panel(maps, key, caption, group):
     """(body, caption) of one map panel, or None where the maps leave it out."""
     if key == "channel":
         teacher = maps["teacher_channel"]
@@ -152,8 +152,7 @@ def write_fgd_figure(out_dir, name, images, levels, layers, notes=None, title=""
     _check_levels(levels, layers, notes)
     out_dir = Path(out_dir)
     panel_dir = out_dir / name
-    singles, rows = [], []
-    top = []
+    top, rows, singles = [], [], []
     for stem, caption, im in images:
         panel = raster.titled(raster.image_body(im, IMAGE_SIDE), caption, 9)
         top.append(panel)
@@ -161,7 +160,7 @@ def write_fgd_figure(out_dir, name, images, levels, layers, notes=None, title=""
     for layer, maps, note in zip(layers, levels, notes):
         panels = []
         for key, caption, group in MAP_PANELS:
-            drawn = _panel(maps, key, caption, group, note)
+            drawn = _panel(maps, key, caption, group)
             if drawn is None:
                 panels.append(raster.titled(raster.note_body(note), caption))
                 continue

@@ -31,6 +31,7 @@ CBAR_GAP, CBAR_W, TICK_LEN = 10, 12, 4
 
 @lru_cache(maxsize=1)
 def _font():
+    """The one FreeType face; only the drawing thread uses it (the writer threads only compress)."""
     return FT2Font(font_manager.findfont("DejaVu Sans"))
 
 
@@ -67,7 +68,7 @@ def wrap(text, pt, width):
         chars = len(line)
         while chars > 8 and text_width(textwrap.fill(line, chars).split("\n")[0], pt) > width:
             chars -= 2
-        lines += textwrap.wrap(line, chars) or [""]
+        lines += textwrap.wrap(line, max(chars, 1)) or [""]
     return lines
 
 
