@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from yolocore.data.labels import unique_names
+from yolocore.plots import raster
 from yolocore.plots.fgd import (
+    IMAGE_SIDE,
     MAP_PANELS,
     check_sources,
     image_panels,
@@ -57,6 +59,27 @@ def test_figure_and_panels_are_written_and_missing_maps_are_said(tmp_path):
     assert len(written) == 1 + len(names) and all(cv2.imread(str(p)) is not None for p in written)
     with pytest.raises(ValueError, match="no note says why"):
         write_fgd_figure(tmp_path, "y", images, levels, [17, 20], ["", ""])
+
+
+def test_every_panel_has_the_panel_size_and_is_drawn_in_the_figure(tmp_path):
+    """Single panels are the figure's panels under a title naming the layer: one size, non-trivial content, and
+    each one's map found again, pixel for pixel, in the figure."""
+    rng = np.random.default_rng(1)
+    images = image_panels(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), np.zeros((0, 5)), np.zeros((0, 6)),
+                          ["plane"])
+    write_fgd_figure(tmp_path, "x", images, [level_maps(12, 16, rng), level_maps(6, 32, rng)], [17, 20])
+    figure = cv2.imread(str(tmp_path / "x.png"))
+    for path in sorted((tmp_path / "x").iterdir()):
+        panel = cv2.imread(str(path))
+        if path.stem.startswith("image"):
+            assert panel.shape == (raster.TITLE_H + IMAGE_SIDE, IMAGE_SIDE, 3), path.name
+            continue
+        assert panel.shape == (raster.TITLE_H + raster.BODY_H, raster.PANEL_W, 3), path.name
+        assert len(np.unique(panel.reshape(-1, 3), axis=0)) > 10, f"{path.name} is nearly blank"
+        body = np.ascontiguousarray(panel[raster.TITLE_H :])
+        x, y = cv2.minMaxLoc(cv2.matchTemplate(figure, body, cv2.TM_SQDIFF))[2]
+        np.testing.assert_array_equal(figure[y : y + len(body), x : x + body.shape[1]], body, path.name)
+    assert figure.shape[1] == 74 + len(MAP_PANELS) * raster.PANEL_W
 
 
 def test_staged_dir_leaves_nothing_on_error_and_merges_with_exist_ok(tmp_path):

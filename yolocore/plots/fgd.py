@@ -1,22 +1,22 @@
 """Framework-neutral half of visualize.py (both trees): input images and labels, and the figures of what FGD
 distils. The maps themselves are computed by each tree's KD/fgd.py; this module only receives numpy arrays.
 
-Figures are matplotlib Figure objects rendered through Agg (as yolocore.plots.detection), never pyplot.
+Panels are drawn as RGB arrays by yolocore.plots.raster and written with OpenCV.
 """
 import os
 import shutil
 import tempfile
-import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
-from matplotlib.figure import Figure
 
 from yolocore.data.augment import letterbox
 from yolocore.data.labels import img2label_path, imread, list_image_files, parse_label_file
 from yolocore.evaluation.boxes import xywhn2xyxy, xyxy2xywhn
+from yolocore.plots import raster
 from yolocore.plots.detection import draw_detections
 
 # (key, panel title, colour group): maps of one group share a colour scale within a level's row, so teacher and
@@ -34,8 +34,9 @@ MAP_PANELS = (
 )
 STUDENT_KEYS = ("student_feature", "student_spatial", "student_channel", "student_fg")
 CMAPS = {"fg_mask": "magma", "bg_mask": "magma"}
-PANEL_INCHES = 2.3
 DRAW_SIZE = 512
+IMAGE_SIDE = 560  # pixels: the image panels are about as tall as two rows of map panels
+WRITERS = 2
 
 
 # ---------------------------------------------------------------- inputs
@@ -110,44 +111,20 @@ def image_panels(im_bgr, labels, det, names):
 
 
 def _limits(maps, group):
-    """(0, max) over the row's maps of a colour group: every map drawn here is non-negative."""
-    values = [maps[k] for k, _, g in MAP_PANELS if g == group and k in maps]
-    return 0.0, max(float(np.max(v)) for v in values) or 1.0
+    """The largest value over the row's maps of a colour group (every map drawn here is non-negative), 1 if none."""
+    return max(float(np.max(maps[k])) for k, _, g in MAP_PANELS if g == group and k in maps) or 1.0
 
 
-def _draw_map(fig, ax, maps, key, title, group):
-    vmin, vmax = _limits(maps, group)
-    shown = ax.imshow(maps[key], cmap=CMAPS.get(group, "viridis"), vmin=vmin, vmax=vmax, interpolation="nearest")
-    # %.2g ticks: the default offset text (x1e-6 over the bar) runs into the next panel's title
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, format="%.2g").ax.tick_params(labelsize=7)
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _draw_channels(ax, maps, title):
-    teacher = maps["teacher_channel"]
-    x = np.arange(len(teacher))
-    ax.bar(x, teacher, width=1.0, color="tab:blue", alpha=0.6, label="teacher")
-    if "student_channel" in maps:
-        ax.bar(x, maps["student_channel"], width=1.0, color="tab:orange", alpha=0.6, label="student")
-    ax.axhline(1.0, color="k", linewidth=0.6, linestyle="--")  # the mean of a channel attention is 1
-    ax.set_title(f"{title} ({len(teacher)} ch)", fontsize=8)
-    ax.set_xlabel("channel", fontsize=7)
-    ax.tick_params(labelsize=6)
-    ax.legend(fontsize=6, loc="upper right")
-
-
-def _draw_panel(fig, ax, maps, key, title, group, note):
+def _panel(maps, key, caption, group):
+    """(body, caption) of one map panel, or None where the maps leave it out."""
     if key == "channel":
-        _draw_channels(ax, maps, title)
-    elif key in maps:
-        all_foreground = key == "bg_mask" and not maps[key].any()
-        _draw_map(fig, ax, maps, key, f"{title} (all zero: no background cell)" if all_foreground else title, group)
-    else:
-        ax.text(0.5, 0.5, f"{title}\nleft out:\n" + textwrap.fill(note, 30), ha="center", va="center", fontsize=7,
-                transform=ax.transAxes)
-        ax.axis("off")
+        teacher = maps["teacher_channel"]
+        return raster.channel_body(teacher, maps.get("student_channel")), f"{caption} ({len(teacher)} ch)"
+    if key not in maps:
+        return None
+    if key == "bg_mask" and not maps[key].any():
+        caption = f"{caption} (all zero: no background cell)"
+    return raster.map_body(maps[key], _limits(maps, group), CMAPS.get(group, "viridis")), caption
 
 
 def _check_levels(levels, layers, notes):
@@ -159,8 +136,8 @@ def _check_levels(levels, layers, notes):
             raise ValueError(f"layer {layer}: student maps {missing} are missing and no note says why")
 
 
-def _save(fig, path):
-    fig.savefig(path, dpi=150)
+def _write_png(path, rgb):
+    Path(path).write_bytes(raster.encode_png(rgb))
     return path
 
 
@@ -169,41 +146,31 @@ def write_fgd_figure(out_dir, name, images, levels, layers, notes=None, title=""
     as out_dir/NAME/*.png. images are (file stem, title, RGB) panels, levels[i] the dict of maps of layers[i] and
     notes[i] why its student maps are missing.
 
+    Every panel is drawn once: the grid shows it under its caption, its own file under "layer L: caption".
     Returns the written paths."""
     notes = list(notes) if notes is not None else [""] * len(layers)
     _check_levels(levels, layers, notes)
-    out_dir, cols = Path(out_dir), len(MAP_PANELS)
-    fig = Figure(figsize=(PANEL_INCHES * cols, PANEL_INCHES * (len(levels) + 2)), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[2, len(levels)])
-    top.suptitle(title, fontsize=10)
-    for ax, (_, caption, im) in zip(np.atleast_1d(top.subplots(1, len(images))), images):
-        ax.imshow(im)
-        ax.set_title(caption, fontsize=9)
-        ax.axis("off")
-    grid = np.asarray(bottom.subplots(len(levels), cols, squeeze=False))
-    for row, layer, maps, note in zip(grid, layers, levels, notes):
-        for ax, (key, caption, group) in zip(row, MAP_PANELS):
-            _draw_panel(bottom, ax, maps, key, caption, group, note)
-        h, w = maps["fg_mask"].shape
-        row[0].set_ylabel(f"layer {layer}\n{h}x{w} grid", fontsize=9)
-    written = [_save(fig, out_dir / f"{name}.png")]
-
+    out_dir = Path(out_dir)
     panel_dir = out_dir / name
-    panel_dir.mkdir(parents=True, exist_ok=True)
+    top, rows, singles = [], [], []
     for stem, caption, im in images:
-        single = Figure(figsize=(4, 4))
-        ax = single.add_axes((0.02, 0.02, 0.96, 0.9))
-        ax.imshow(im)
-        ax.set_title(caption, fontsize=9)
-        ax.axis("off")
-        written.append(_save(single, panel_dir / f"{stem}.png"))
-    for layer, maps in zip(layers, levels):
+        panel = raster.titled(raster.image_body(im, IMAGE_SIDE), caption, 9)
+        top.append(panel)
+        singles.append((panel_dir / f"{stem}.png", panel))
+    for layer, maps, note in zip(layers, levels, notes):
+        panels = []
         for key, caption, group in MAP_PANELS:
-            if key != "channel" and key not in maps:
+            drawn = _panel(maps, key, caption, group)
+            if drawn is None:
+                panels.append(raster.titled(raster.note_body(note), caption))
                 continue
-            # a fixed layout: constrained layout would take most of the time of the 30-odd single panels
-            single = Figure(figsize=(4, 3.4))
-            single.subplots_adjust(left=0.12, right=0.86, bottom=0.14, top=0.88)
-            _draw_panel(single, single.subplots(), maps, key, f"layer {layer}: {caption}", group, "")
-            written.append(_save(single, panel_dir / f"layer{layer}_{key}.png"))
-    return written
+            body, caption = drawn
+            panels.append(raster.titled(body, caption))
+            singles.append((panel_dir / f"layer{layer}_{key}.png", raster.titled(body, f"layer {layer}: {caption}")))
+        h, w = maps["fg_mask"].shape
+        rows.append((f"layer {layer}\n{h}x{w} grid", panels))
+    panel_dir.mkdir(parents=True, exist_ok=True)
+    figure = (out_dir / f"{name}.png", raster.grid_figure(title, top, rows))
+    # PNG encoding is most of what is left, and zlib lets go of the GIL while it compresses
+    with ThreadPoolExecutor(WRITERS) as pool:
+        return list(pool.map(lambda item: _write_png(*item), [figure, *singles]))
