@@ -3,7 +3,6 @@ with weights_only=True) and reads its own .pt, the Jittor tree's .pkl and ultral
 import os
 import pickle
 import zipfile
-from pathlib import Path
 
 import torch
 
@@ -14,6 +13,7 @@ from yolocore.training.checkpoints import (
     network_weights,
     read_checkpoint,
     state_dict_mismatch,
+    temporary_path,
 )
 from YOLOv5Pytorch.models.yolo import Model
 
@@ -23,8 +23,7 @@ SUFFIX = ".pt"
 
 def save_checkpoint(ckpt, path):
     """Write to a temporary file and rename, so a crash mid-write never leaves a broken last.pt/best.pt."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
     try:
         torch.save(ckpt, tmp)
         os.replace(tmp, path)

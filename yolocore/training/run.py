@@ -82,6 +82,7 @@ class Run:
     start_epoch: int = 0
     best_fitness: float = -1.0
     best_epoch: int = -1
+    folder: Any = None  # rank 0's hold on save_dir (yolocore.training.run_folder.RunFolder)
 
 
 def build_model(opt, data, device, resumed, tree):
