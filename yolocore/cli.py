@@ -5,12 +5,17 @@ from pathlib import Path
 
 
 def run_script(main):
-    """Run main(); bad input (a missing file, an unusable yaml, label or checkpoint) ends the script with one
-    line naming the file, not a traceback."""
+    """Run main(); bad input (a missing file, an unusable yaml, label or checkpoint) and a path that cannot be
+    written or read (a read-only --project, a full disk, no permission) end the script with one line naming the
+    file, not a traceback. Other OSErrors, those of no file (a lost worker's pipe), keep theirs."""
     try:
         return main()
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {e}")
+    except OSError as e:
+        if e.filename is None:
+            raise
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {e.filename}: {e.strerror}")
 
 
 def positive_int(text):
