@@ -1,4 +1,5 @@
 """torch DataLoader over the shared YoloDataset: the order and augmentation come from yolocore, seeded."""
+import functools
 import os
 import warnings
 
@@ -11,6 +12,7 @@ from yolocore.data.workers import (
     SHARED_MEMORY_HINT,
     EpochBatches,
     EpochStream,
+    end_with,
     hidden_main_script,
     worker_context,
 )
@@ -86,6 +88,7 @@ def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, s
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
         multiprocessing_context=worker_context([__name__]) if workers else None,
+        worker_init_fn=functools.partial(end_with, os.getpid()),  # a killed trainer's workers end too
     )
     return loader, dataset
 
