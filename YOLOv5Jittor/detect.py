@@ -16,8 +16,8 @@ import jittor as jt
 
 from yolocore.cli import parse_detect_options, run_script
 from yolocore.data.augment import letterbox, network_input
-from yolocore.evaluation import detect_files
 from yolocore.evaluation.boxes import scale_boxes
+from yolocore.evaluation.detect_files import detect_files
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Jittor.utils.framework import images_to_tensor, select_device
 from YOLOv5Jittor.utils.nms import non_max_suppression

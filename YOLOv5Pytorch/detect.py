@@ -13,8 +13,8 @@ import torch
 
 from yolocore.cli import parse_detect_options, run_script
 from yolocore.data.augment import letterbox, network_input
-from yolocore.evaluation import detect_files
 from yolocore.evaluation.boxes import scale_boxes
+from yolocore.evaluation.detect_files import detect_files
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from YOLOv5Pytorch.utils.framework import images_to_tensor, select_device
 from YOLOv5Pytorch.utils.nms import non_max_suppression
