@@ -44,24 +44,31 @@ def train_command(tree, data, project, *args):
             "--batch-size", "8", "--noval", "--project", str(project), "--name", "same", "--exist-ok", *args]
 
 
+# Runs under a shell that waits for them: this test process imports Jittor, whose SIGCHLD handler ends the process
+# when a child of its own dies of a signal other than SIGTERM (kill -9 included).
+SHELL = ["sh", "-c", '"$@" >"$0" 2>&1 & echo $!; wait $!']
+
+
 @contextlib.contextmanager
 def started(command, log):
-    """A process in a session of its own, its output in log; it and every process of its group are killed after."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+    """command in a session of its own, its output in log; yields (its shell, its pid). It and every process of its
+    group are killed after."""
+    shell = subprocess.Popen([*SHELL, str(log), *command], stdout=subprocess.PIPE, text=True, start_new_session=True,
+                             env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
     try:
-        yield proc
+        yield shell, int(shell.stdout.readline())
     finally:
+        shell.terminate()
+        shell.wait()
+        shell.stdout.close()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.killpg(shell.pid, signal.SIGKILL)
 
 
-def wait_for(condition, proc, log, timeout=STARTUP_S):
+def wait_for(condition, shell, log, timeout=STARTUP_S):
     deadline = time.time() + timeout
     while not condition():
-        assert proc.poll() is None, f"the run ended early:\n{Path(log).read_text()[-3000:]}"
+        assert shell.poll() is None, f"the run ended early:\n{Path(log).read_text()[-3000:]}"
         assert time.time() < deadline, f"timed out:\n{Path(log).read_text()[-3000:]}"
         time.sleep(0.5)
 
@@ -86,15 +93,16 @@ def test_a_second_run_in_a_held_folder_stops_and_a_killed_run_frees_it(tmp_path,
     weights (in PyTorch, one died renaming the other's best.pt.tmp). The second now stops at once, naming the folder
     and the first run's process, as does --resume of a run still training; a kill -9 frees the folder."""
     folder = tmp_path / "same"
-    with started(train_command(tree, data, tmp_path, "--epochs", "300", "--workers", "0"), tmp_path / "1.log") as p:
-        wait_for(lambda: (folder / "weights" / f"last{MODULES[tree][0].SUFFIX}").is_file(), p, tmp_path / "1.log")
+    log = tmp_path / "1.log"
+    with started(train_command(tree, data, tmp_path, "--epochs", "300", "--workers", "0"), log) as (shell, pid):
+        wait_for(lambda: (folder / "weights" / f"last{MODULES[tree][0].SUFFIX}").is_file(), shell, log)
         second = run(train_command(tree, data, tmp_path, "--epochs", "1", "--workers", "0", "--seed", "2"))
-        assert_one_line_error(second, str(folder), "in use by another run", f"process {p.pid}")
+        assert_one_line_error(second, str(folder), "in use by another run", f"process {pid}")
         resumed = run([sys.executable, str(ROOT / tree / "train.py"), "--resume", str(folder), "--workers", "0"])
-        assert_one_line_error(resumed, str(folder), f"process {p.pid}")
-        assert p.poll() is None, "the first run goes on"
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
+        assert_one_line_error(resumed, str(folder), f"process {pid}")
+        assert shell.poll() is None, "the first run goes on"
+        os.kill(pid, signal.SIGKILL)
+        shell.wait()
     RunFolder(folder).release()  # kill -9 left the folder free: the killed run can be resumed
 
 
@@ -172,12 +180,12 @@ def test_a_trainer_killed_with_kill_9_leaves_no_process_and_no_shared_memory(tmp
     running for good (600 MB): each worker held the server's liveness pipe, and watched the server, its parent.
     Each worker now ends with its trainer, and the rest follows within seconds."""
     log = tmp_path / "train.log"
-    with started(train_command(tree, data, tmp_path, "--epochs", "300", "--workers", "2"), log) as proc:
-        wait_for(lambda: worker_count(proc.pid) >= 3, proc, log)  # the server and two workers
-        pids = process_tree(proc.pid)
+    with started(train_command(tree, data, tmp_path, "--epochs", "300", "--workers", "2"), log) as (shell, pid):
+        wait_for(lambda: worker_count(pid) >= 3, shell, log)  # the server and two workers
+        pids = process_tree(pid)
         shm = shared_memory_files(pids)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.kill(pid, signal.SIGKILL)
+        shell.wait()
         deadline = time.time() + 10
         while any(map(running, pids)) and time.time() < deadline:
             time.sleep(0.2)
@@ -249,9 +257,10 @@ def test_the_converter_removes_a_killed_runs_temporary_folder_and_keeps_a_runnin
     """kill -9 of the converter left .OUT.tmp-* (with image copies under --copy) beside --out for good. The next run
     removes it and says so; a temporary folder whose conversion is still running (locked) stays."""
     src, out = raw_nwpu(tmp_path), tmp_path / "NWPU"
-    killed = subprocess.run([sys.executable, "-c", KILLED_CONVERTER.format(
-        root=str(ROOT), script=str(ROOT / "data" / "transform_nwpu.py"), src=str(src), out=str(out))], timeout=120)
-    assert killed.returncode == -signal.SIGKILL
+    killed = subprocess.run([*SHELL, str(tmp_path / "killed.log"), sys.executable, "-c", KILLED_CONVERTER.format(
+        root=str(ROOT), script=str(ROOT / "data" / "transform_nwpu.py"), src=str(src), out=str(out))], timeout=120,
+        capture_output=True)
+    assert killed.returncode == 128 + signal.SIGKILL
     (leftover,) = tmp_path.glob(".NWPU.tmp-*")
     assert any(leftover.rglob("*.jpg")), "the killed run had copied an image"
     running_one = tmp_path / ".NWPU.tmp-running"
@@ -272,7 +281,8 @@ def test_the_converter_into_an_unwritable_folder_is_one_line(tmp_path, capsys):
     blocker.write_text("")
     assert nwpu.main([str(raw_nwpu(tmp_path)), "--out", str(blocker / "NWPU")]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: cannot write beside {blocker / 'NWPU'}: {blocker}: Not a directory", err
+    assert err.strip().startswith(f"error: cannot write beside {blocker / 'NWPU'}: {blocker}: "), err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_a_label_file_without_an_image_is_counted_and_named(tmp_path, capsys):
