@@ -24,24 +24,24 @@ class RunFolder:
         self.path = Path(path)
         self.created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        lock = self.path / LOCK_NAME
-        # Not truncated on open: the holder's pid stays readable until this process holds the lock.
-        self.fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Not truncated on open: the holder's pid stays readable until this process holds the lock. A file
+        # object, not a bare descriptor: a Run dropped without release() (setup called alone) frees the folder.
+        self.file = open(self.path / LOCK_NAME, "a+", encoding="utf-8")
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self.fd)
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
             raise RunFolderBusy(f"{self.path}: in use by another run (process {holder}); wait for it to end, or "
                                 "choose another --name") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
 
     def release(self):
         """Frees the folder for another run (the lock file stays: removing it would let two runs lock two files)."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        self.file.close()
 
     def abandon(self):
         """After a failed start: frees the folder, and removes it where this run created it and wrote nothing else."""
