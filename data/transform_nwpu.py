@@ -6,9 +6,11 @@ SRC holds 'positive image set/NNN.jpg', 'ground truth/NNN.txt' (lines '(x1,y1),(
 c in 1..10) and optionally 'negative image set/' (images without objects). DIR receives images/{train,val},
 labels/{train,val} ('class cx cy w h' normalised, class 0..9), NWPU.yaml and a marker file that lets a
 rerun replace its own previous output. Everything is written to a temporary folder beside DIR first and
-moved into place only when complete.
+moved into place only when complete; a run that was killed leaves that folder, which the next run removes.
 """
 import argparse
+import fcntl
+import glob
 import json
 import os
 import re
@@ -276,6 +278,39 @@ def write_dataset(root, splits, mode, header, marker):
     return placed
 
 
+def remove_leftovers(out):
+    """Remove the temporary folders beside out that a killed conversion left (kill -9, a power cut: no clean-up
+    ran), saying so. A temporary folder is locked (flock) while its conversion runs: one still locked belongs to
+    a conversion running now and stays."""
+    for leftover in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
+        fd = os.open(leftover, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            shutil.rmtree(leftover)
+            print(f"removed {leftover}, the temporary folder of an interrupted conversion")
+        finally:
+            os.close(fd)
+    if out.exists():  # a swap (publish) that was interrupted once the new output was in place
+        for old in sorted(out.parent.glob(f".{glob.escape(out.name)}.old-*")):
+            shutil.rmtree(old, ignore_errors=True)
+            print(f"removed {old}, the previous output that an interrupted conversion replaced")
+
+
+def locked_temporary_folder(out):
+    """(a new temporary folder beside out, the descriptor of its lock): locked until that descriptor is closed or
+    this process ends, so remove_leftovers of another conversion leaves it alone."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    fd = os.open(tmp, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would outlive the rename into DIR
+    return tmp, fd
+
+
 def publish(tmp, out):
     """Swap the finished tmp folder in for out; the old out is deleted only once the new one is in place."""
     if out.exists():
@@ -375,11 +410,13 @@ def main(argv=None):
               "skipped": [str(p) for p in problems]}
     header = (f"# NWPU VHR-10 in YOLO layout, written by data/transform_nwpu.py from {src}\n# "
               f"({'stratified' if args.stratify else 'random'} split, val ratio {args.val_ratio}, seed {args.seed})\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would outlive the rename into DIR
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out)
+        tmp, lock = locked_temporary_folder(out)
+    except OSError as e:
+        print(f"error: cannot write beside {out}: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
     try:
         placed = write_dataset(tmp, splits, args.mode, header, marker)
         publish(tmp, out)
@@ -389,6 +426,8 @@ def main(argv=None):
             raise
         print(f"error: writing {out} failed, left unchanged: {e}", file=sys.stderr)
         return 2
+    finally:
+        os.close(lock)
     print(f"NWPU VHR-10 {src} -> {out}")
     print(summary(splits, problems, clipped, placed))
     if args.stratify:

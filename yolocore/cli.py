@@ -10,12 +10,17 @@ class MissingPackageError(ModuleNotFoundError):
 
 
 def run_script(main):
-    """Run main(); bad input (a missing file, an unusable yaml, label or checkpoint) or a missing optional package
-    ends the script with one line naming it, not a traceback."""
+    """Run main(); bad input (a missing file, an unusable yaml, label or checkpoint), a missing optional package,
+    and a path that cannot be written or read (a read-only --project, a full disk, no permission) end the script
+    with one line naming it, not a traceback. Other OSErrors, those of no file (a lost worker's pipe), keep theirs."""
     try:
         return main()
     except (FileNotFoundError, MissingPackageError, ValueError) as e:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {e}")
+    except OSError as e:
+        if e.filename is None:
+            raise
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {e.filename}: {e.strerror}")
 
 
 def positive_int(text):

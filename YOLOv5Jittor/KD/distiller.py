@@ -17,7 +17,9 @@ def load_teacher(path, names, device):
 
 
 def build_fgd(student, teacher, layers, hyp, imgsz, device):
-    """FGDLoss sized from both models, after checking that the distilled maps line up."""
+    """FGDLoss sized from both models, after checking that the distilled maps line up. The probe leaves no decoded
+    grid cached in the student (Detect.reset_grid): AutoAnchor may change its anchors after this, and the EMA
+    copies the student."""
     check_kd_layers(layers, (("student", student), ("teacher", teacher)))
     was_training = student.training
     student.eval()
@@ -27,5 +29,6 @@ def build_fgd(student, teacher, layers, hyp, imgsz, device):
         t_feats = teacher(probe, feature_layers=layers)[1]
     if was_training:
         student.train()
+    student.model[-1].reset_grid()
     check_equal_maps(layers, [f.shape for f in s_feats], [f.shape for f in t_feats], "distil")
     return FGDLoss([f.shape[1] for f in s_feats], [f.shape[1] for f in t_feats], **fgd_options(hyp))

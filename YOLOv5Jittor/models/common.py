@@ -114,8 +114,7 @@ class Detect(nn.Module):
         # Stored in units of each level's stride, as ultralytics does, so its 'model.24.anchors' loads as is.
         self.register_buffer("anchors", jt.array(anchors).float().view(self.nl, -1, 2).stop_grad())
         self.m = nn.ModuleList([nn.Conv2d(x, self.no * self.na, 1) for x in ch])
-        self.grid = [jt.zeros(0)] * self.nl
-        self.anchor_grid = [jt.zeros(0)] * self.nl
+        self.reset_grid()
 
     def execute(self, x):
         z = []
@@ -131,6 +130,12 @@ class Detect(nn.Module):
                 wh = (wh * 2) ** 2 * self.anchor_grid[i]
                 z.append(jt.concat((xy, wh, conf), 4).view(bs, self.na * nx * ny, self.no))
         return x if self.training else (jt.concat(z, 1), x)
+
+    def reset_grid(self):
+        """Forget the grids that eval mode caches for the last input size: they hold the anchors of when they were
+        made, and a later change of the anchors (AutoAnchor) would not reach them."""
+        self.grid = [jt.zeros(0)] * self.nl
+        self.anchor_grid = [jt.zeros(0)] * self.nl
 
     def _make_grid(self, nx, ny, i):
         t = self.anchors.dtype

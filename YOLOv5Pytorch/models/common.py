@@ -110,8 +110,7 @@ class Detect(nn.Module):
         # Stored in units of each level's stride, as ultralytics does, so its 'model.24.anchors' loads as is.
         self.register_buffer("anchors", torch.tensor(anchors).float().view(self.nl, -1, 2))
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
-        self.grid = [torch.empty(0)] * self.nl
-        self.anchor_grid = [torch.empty(0)] * self.nl
+        self.reset_grid()
 
     def forward(self, x):
         z = []
@@ -127,6 +126,12 @@ class Detect(nn.Module):
                 wh = (wh * 2) ** 2 * self.anchor_grid[i]
                 z.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * nx * ny, self.no))
         return x if self.training else (torch.cat(z, 1), x)
+
+    def reset_grid(self):
+        """Forget the grids that eval mode caches for the last input size: they hold the anchors of when they were
+        made, and a later change of the anchors (AutoAnchor) would not reach them."""
+        self.grid = [torch.empty(0)] * self.nl
+        self.anchor_grid = [torch.empty(0)] * self.nl
 
     def _make_grid(self, nx, ny, i):
         d, t = self.anchors.device, self.anchors.dtype

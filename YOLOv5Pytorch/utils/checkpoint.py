@@ -16,6 +16,7 @@ from yolocore.training.checkpoints import (
     network_weights,
     read_checkpoint,
     state_dict_mismatch,
+    temporary_path,
 )
 from YOLOv5Pytorch.models.yolo import Model
 from YOLOv5Pytorch.utils.framework import to_numpy
@@ -26,8 +27,7 @@ SUFFIX = ".pt"
 
 def save_checkpoint(ckpt, path):
     """Write to a temporary file and rename, so a crash mid-write never leaves a broken last.pt/best.pt."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
     try:
         torch.save(ckpt, tmp)
         os.replace(tmp, path)

@@ -1,4 +1,5 @@
 """torch DataLoader over the shared YoloDataset: the order and augmentation come from yolocore, seeded."""
+import functools
 import os
 import warnings
 
@@ -11,6 +12,7 @@ from yolocore.data.workers import (
     SHARED_MEMORY_HINT,
     EpochBatches,
     EpochStream,
+    end_with,
     hidden_main_script,
     worker_context,
 )
@@ -70,6 +72,11 @@ def as_tensors(batch):
     return torch.from_numpy(imgs), torch.from_numpy(targets), files, shapes
 
 
+def _end_with(trainer_pid, worker_id):
+    """torch's worker_init_fn: a killed trainer's workers end too (yolocore.data.workers.end_with)."""
+    end_with(trainer_pid)
+
+
 def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, shuffle=False, seed=0, workers=8,
                       prefix="", rank=0, world_size=1, cache_images=False, rect=False, persistent=False):
     """batch_size is this process's; with world_size > 1 it loads its share of the order (EpochBatches). rect:
@@ -86,6 +93,7 @@ def create_dataloader(sources, imgsz, batch_size, nc, hyp=None, augment=False, s
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
         multiprocessing_context=worker_context([__name__]) if workers else None,
+        worker_init_fn=functools.partial(_end_with, os.getpid()),
     )
     return loader, dataset
 

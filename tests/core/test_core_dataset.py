@@ -142,7 +142,7 @@ def test_bad_input_is_skipped_counted_and_reported(tmp_path, capsys):
 
     ds = YoloDataset(lst, imgsz=64, nc=3, cache=False, prefix="train: ")
     assert ds.stats == {"images": 5, "backgrounds": 2, "corrupt": 3, "bad_lines": 3, "duplicates": 1,
-                        "missing_images": 1, "unlabelled": 1}
+                        "missing_images": 1, "unlabelled": 1, "labels_without_images": 0}
     assert len(ds) == len(ds.labels) == len(ds.shapes) == 5
     assert not any(name in f for f in ds.im_files for name in ("corrupt", "tiny", "cut", "allbad"))
     bad = str(tmp_path / "labels" / "train" / "badlines.txt")

@@ -11,7 +11,14 @@ import numpy as np
 from yolocore.data.augment import augment_hsv, check_imgsz, letterbox, mixup, random_perspective
 from yolocore.data.image_cache import image_cache
 from yolocore.data.label_cache import label_cache_key, load_label_cache, save_label_cache
-from yolocore.data.labels import DatasetError, img2label_path, imread, list_image_files, scan_images
+from yolocore.data.labels import (
+    DatasetError,
+    img2label_path,
+    imread,
+    labels_without_images,
+    list_image_files,
+    scan_images,
+)
 from yolocore.data.rect import rect_batches
 from yolocore.evaluation.boxes import xywhn2xyxy, xyxy2xywhn
 
@@ -59,8 +66,10 @@ class YoloDataset:
                 cache_message = save_label_cache(cache_path, key, scan)
         self.im_files, self.label_files = scan["im_files"], scan["label_files"]
         self.labels, self.shapes = scan["labels"], scan["shapes"]
-        self.messages = list_messages + scan["messages"]
-        self.stats = dict(scan["stats"], missing_images=len(list_messages))
+        orphans = labels_without_images(sources, candidates)
+        self.messages = list_messages + scan["messages"] + [f"{f}: label file without an image (ignored)"
+                                                            for f in orphans]
+        self.stats = dict(scan["stats"], missing_images=len(list_messages), labels_without_images=len(orphans))
         summary = self._summary()
         self._report(prefix, summary + origin, self.messages + ([cache_message] if cache_message else []))
         if not self.im_files:
@@ -90,7 +99,8 @@ class YoloDataset:
         s = self.stats
         return (f"{s['images']} images, {s['backgrounds']} backgrounds, {s['corrupt']} corrupt, "
                 f"{s['bad_lines']} bad label lines, {s['duplicates']} duplicates, "
-                f"{s['missing_images']} missing images, {s['unlabelled']} without a valid label")
+                f"{s['missing_images']} missing images, {s['unlabelled']} without a valid label, "
+                f"{s['labels_without_images']} label files without an image")
 
     @staticmethod
     def _report(prefix, summary, messages):

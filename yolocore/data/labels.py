@@ -62,6 +62,23 @@ def list_image_files(sources):
     return files, messages
 
 
+def labels_without_images(sources, im_files):
+    """Label files under the labels folder of an image folder of sources that belong to none of im_files: an image
+    lost or renamed, whose objects silently no longer train. Image lists are not searched: a list often names one
+    split of a folder that others share."""
+    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    expected = {img2label_path(f) for f in im_files}
+    found = []
+    for source in sources:
+        if not Path(source).is_dir():
+            continue
+        folder = os.path.abspath(source)
+        labels_dir = os.path.dirname(img2label_path(os.path.join(folder, "x.jpg")))
+        if labels_dir != folder:  # labels beside the images: any .txt there may be something else
+            found += sorted(str(f) for f in Path(labels_dir).rglob("*.txt") if str(f) not in expected)
+    return found
+
+
 def unique_names(files):
     """Output names from file stems; a stem seen before gets _2, _3, ... (folders are searched recursively, so
     a/001.jpg and b/001.jpg must not overwrite each other's outputs)."""

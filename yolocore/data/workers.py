@@ -3,9 +3,12 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import sys
+import threading
+import time
 import traceback
 import types
 import warnings
@@ -49,6 +52,31 @@ def hidden_main_script():
         yield
     finally:
         sys.modules["__main__"] = script
+
+
+def end_with(trainer_pid):
+    """In a data-loading worker: end it (os._exit) as soon as the trainer process trainer_pid ends, however it
+    ends. A trainer that exits, raises or is interrupted stops its workers itself, but one killed (kill -9, the
+    kernel's out-of-memory killer) cannot, and a fork server's workers then live on for good: each holds the
+    server's liveness pipe open, so the server waits for them, and they (torch's workers watch their parent) for
+    the server. Once the workers have ended, the server and multiprocessing's resource tracker see their pipes
+    close and end too, the tracker unlinking the shared memory the run left."""
+    threading.Thread(target=_exit_when_ended, args=(trainer_pid,), name="end_with_trainer", daemon=True).start()
+
+
+def _exit_when_ended(pid):
+    try:
+        ended = os.pidfd_open(pid)  # readable once the process has ended, zombie or reaped, whoever its parent
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # not Linux 5.3 or later: ask about the process every second
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            while True:
+                os.kill(pid, 0)
+                time.sleep(1)
+        os._exit(1)
+    select.select([ended], [], [])
+    os._exit(1)
 
 
 class EpochBatches:
@@ -118,13 +146,14 @@ class EpochStream:
             self.stream, self.stream_epoch = None, None
 
 
-def _work(dataset, tasks, results, slot_names):
+def _work(dataset, tasks, results, slot_names, trainer_pid):
     """A worker's life: load the batches whose keys arrive on tasks and send each back on results, or the error it
     raised, with this worker's traceback as a note. A batch's images go into the shared-memory slot that its task
     names, and only their shape through the pipe, where they fit the slot. Ctrl-C is the trainer's to handle (it
     stops the workers): a terminal sends SIGINT to every process of its group, and each worker would print a
-    traceback of its own."""
+    traceback of its own. It ends with trainer_pid (end_with)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    end_with(trainer_pid)
     slots = [shared_memory.SharedMemory(name) for name in slot_names]
     with contextlib.suppress(EOFError, BrokenPipeError):  # the trainer ended without stopping its workers
         while True:
@@ -190,8 +219,8 @@ class Worker:
         self.slots = reserved_slots(slot_bytes)
         tasks, self.tasks = context.Pipe(duplex=False)
         self.results, results = context.Pipe(duplex=False)
-        self.process = context.Process(target=_work, args=(dataset, tasks, results, [s.name for s in self.slots]),
-                                       daemon=True)
+        self.process = context.Process(
+            target=_work, args=(dataset, tasks, results, [s.name for s in self.slots], os.getpid()), daemon=True)
         try:
             self.process.start()
         except BaseException:

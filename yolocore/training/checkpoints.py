@@ -199,10 +199,16 @@ def find_last_checkpoint(project, suffix):
     return runs[-1]
 
 
+def temporary_path(path):
+    """Where a checkpoint for path is written before its rename: a name of this process's own, so that two
+    processes writing the same checkpoint (convert.py twice, say) never rename each other's file."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def write_pickle_checkpoint(ckpt, path):
     """Write to a temporary file and rename, so a crash mid-write never leaves a broken last/best checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as f:
             pickle.dump(ckpt, f, protocol=4)

@@ -30,6 +30,7 @@ from yolocore.training.recipe import (
 from yolocore.training.record import add_epoch, describe_device, training_record
 from yolocore.training.results import append_results, clear_results, truncate_results
 from yolocore.training.run import Run, build_model, make_checkpoint, restore, resume_options
+from yolocore.training.run_folder import RunFolder
 from yolocore.training.tensorboard_log import TensorBoardLog
 
 
@@ -53,7 +54,8 @@ def prepare_data(opt):
 def setup(opt, tree):
     """Everything a run needs: folders, data, model, teacher and FGD, optimizer, EMA, and the state of a resumed
     run. Under torchrun or mpirun every process builds it: its share of the data, the teacher, the parallel
-    wrappers; rank 0 alone writes files and validates."""
+    wrappers; rank 0 alone writes files and validates, and holds the run folder (RunFolder) before it writes
+    anything: a second run asking for the same folder stops there."""
     ckpt = None
     if opt.resume:
         opt, ckpt = resume_options(opt, tree)
@@ -63,6 +65,19 @@ def setup(opt, tree):
         opt.save_dir = str(save_dir)
     rank, world_size, device = tree.init_distributed(opt.device)
     tree.barrier()  # every process has named the run folder before rank 0 creates it
+    folder = RunFolder(save_dir) if rank == 0 else None
+    try:
+        run = build_run(opt, tree, ckpt, save_dir, rank, world_size, device)
+    except BaseException:
+        if folder is not None:
+            folder.abandon()
+        raise
+    run.folder = folder
+    return run
+
+
+def build_run(opt, tree, ckpt, save_dir, rank, world_size, device):
+    """setup's Run, once rank 0 holds the run folder."""
     batch_size = per_process_batch(opt.batch_size, world_size)
     hyp = ckpt["hyp"] if ckpt else load_hyp(opt.hyp, kd=opt.mode == "KD", verbose=rank == 0)
     with main_process_first(rank, tree.barrier):
@@ -84,9 +99,10 @@ def setup(opt, tree):
         val_loader = tree.create_dataloader(
             data["val"], opt.imgsz, batch_size * 2, data["nc"], seed=opt.seed, workers=opt.workers, prefix="val: ",
             cache_images=bool(opt.cache), rect=True, persistent=True)[0] if rank == 0 else None
-    # The run folder comes last, once the data's labels and image size are checked: a failed start leaves none.
+    # The run's files come last, once the data's labels and image size are checked: a failed start leaves no
+    # folder behind (RunFolder.abandon).
     if rank == 0:
-        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+        (save_dir / "weights").mkdir(exist_ok=True)
         save_yaml(save_dir / "hyp.yaml", hyp)
         save_yaml(save_dir / "opt.yaml", vars(opt))
     if not ckpt:
@@ -194,6 +210,15 @@ def train(opt, tree):
     """A whole run: setup, the epochs, then (rank 0) the plots and the final validation of the best weights.
     Returns the run folder."""
     run = setup(opt, tree)
+    try:
+        return train_epochs(run, tree)
+    finally:
+        if run.folder is not None:
+            run.folder.release()
+
+
+def train_epochs(run, tree):
+    """train's epochs and final validation, on a run set up."""
     opt, save_dir = run.opt, run.save_dir
     print(f"Training {opt.mode} for {opt.epochs} epochs on process {run.rank} of {run.world_size}, "
           f"results in {save_dir}")

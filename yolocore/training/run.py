@@ -83,6 +83,7 @@ class Run:
     best_fitness: float = -1.0
     best_epoch: int = -1
     tensorboard: Any = None  # rank 0's TensorBoardLog (yolocore.training.tensorboard_log)
+    folder: Any = None  # rank 0's hold on save_dir (yolocore.training.run_folder.RunFolder)
 
 
 def build_model(opt, data, device, resumed, tree):
