@@ -1,14 +1,6 @@
-"""FGD feature distillation loss (Focal and Global Knowledge Distillation for Detectors, CVPR 2022).
-
-Term by term the official mmdet FeatureLoss (yzd-v/FGD), with three deliberate differences:
-- the foreground mask is built for every box and image at once (broadcast against the grid, max over boxes)
-  instead of a Python loop per image and box;
-- rows of the mask follow y and columns x; the official slice swaps them, which is only right on square maps;
-- the align convs and GcBlocks of all levels are registered submodules, so the optimizer trains them and
-  checkpoints keep them.
-The arithmetic is arranged to read the feature maps as few times as possible (the loss is memory-bound): the
-relation term comes from sums the other terms take anyway instead of from the GcBlocks' output maps. The values are
-the official ones up to float rounding, which the tests check against a plain per-image loop.
+"""FGD feature distillation loss (Focal and Global Knowledge Distillation for Detectors, CVPR 2022): the Jittor
+twin of YOLOv5Pytorch/KD/fgd.py, term for term. That file's docstring says how both follow the official mmdet
+FeatureLoss (yzd-v/FGD), and where and why they differ from it.
 """
 import jittor as jt
 import jittor.nn as nn
