@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolocore.data import image_cache
 from yolocore.data.augment import augment_hsv, check_imgsz, letterbox, mixup, random_perspective
+from yolocore.data.image_cache import image_cache
 from yolocore.data.label_cache import label_cache_key, load_label_cache, save_label_cache
 from yolocore.data.labels import DatasetError, img2label_path, imread, list_image_files, scan_images
 from yolocore.data.rect import rect_batches
