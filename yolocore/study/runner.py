@@ -122,7 +122,7 @@ def parse_opt(argv=None, framework="pytorch"):
     opt = p.parse_args(argv)
     preset = CHEAP if opt.cheap else REDUCED if opt.reduced else FULL
     for k, v in {"noval": False, "cache": "", **preset}.items():
-        if getattr(opt, k) in (None, False):
+        if getattr(opt, k) in (None, False):  # not given (a flag not set): the preset's
             setattr(opt, k, v)
     opt.runs = list(opt.runs)
     return opt
