@@ -9,6 +9,7 @@ import jittor as jt
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from YOLOv5Jittor import train as jt_train
@@ -19,6 +20,11 @@ from YOLOv5Pytorch.utils.loss import ComputeLoss
 
 HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0}
 MAX_NORM = 10.0  # both trees' optimizer_step
+
+
+@pytest.fixture(scope="module")
+def grads():
+    return accumulated_gradients()
 
 
 def accumulated_gradients(batches=4, batch_size=16, imgsz=128, nc=10):
@@ -58,8 +64,7 @@ def clipped_by_each_tree(grads):
             np.concatenate([-p.numpy().ravel() for p in jt_params]))
 
 
-def test_both_trees_clip_real_size_gradients_alike():
-    grads = accumulated_gradients()
+def test_both_trees_clip_real_size_gradients_alike(grads):
     flat = np.concatenate([g.ravel() for g in grads]).astype(np.float64)
     norm = np.sqrt((flat ** 2).sum())
     assert flat.size > 1_500_000 and norm > MAX_NORM, (flat.size, norm)  # clipping is active
@@ -72,3 +77,11 @@ def test_both_trees_clip_real_size_gradients_alike():
     assert distance(torch_clipped, expected) < 1e-6
     assert distance(jt_clipped, expected) < 1e-6, distance(jt_clipped, expected)
     assert distance(jt_clipped, torch_clipped) < 1e-6, distance(jt_clipped, torch_clipped)
+
+
+def test_gradients_within_the_norm_are_left_as_they_are(grads):
+    norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
+    small = [(g * (MAX_NORM / 2 / norm)).astype(np.float32) for g in grads]
+    flat = np.concatenate([g.ravel() for g in small])
+    for clipped in clipped_by_each_tree(small):
+        np.testing.assert_array_equal(clipped, flat)
