@@ -50,7 +50,7 @@ from YOLOv5Jittor.utils.framework import (
     sync_batchnorm,
     to_numpy,
 )
-from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d, anchors_in_strides
+from YOLOv5Jittor.utils.jittor_nn import BatchNorm2d, anchors_in_strides, clip_grad_norm
 from YOLOv5Jittor.utils.loss import ComputeLoss
 
 TREE = Path(__file__).resolve().parent
@@ -127,7 +127,7 @@ def train_step(run, imgs, targets, kd_weight):
 
 
 def optimizer_step(run):
-    run.optimizer.clip_grad_norm(10.0, 2)
+    clip_grad_norm(run.optimizer, 10.0)
     run.optimizer.step()
     run.ema.update(run.model)
 

@@ -167,6 +167,7 @@ def jittor_steps(args, arrays, hyp, nc):
     from YOLOv5Jittor.models.yolo import Model
     from YOLOv5Jittor.train import build_optimizer
     from YOLOv5Jittor.utils.framework import state_dict_from_numpy
+    from YOLOv5Jittor.utils.jittor_nn import clip_grad_norm
     from YOLOv5Jittor.utils.loss import ComputeLoss
 
     im, targets = jt.array(arrays["images"]), jt.array(arrays["targets"])
@@ -187,7 +188,7 @@ def jittor_steps(args, arrays, hyp, nc):
                 preds, feats = net(im, feature_layers=args.layers)
                 loss = compute_loss(preds, targets)[0] + extra_loss(feats)
             optimizer.backward(loss)
-            optimizer.clip_grad_norm(10.0, 2)
+            clip_grad_norm(optimizer, 10.0)  # as the tree's optimizer_step
             optimizer.step()
             jt.sync_all()  # lazy execution: the step has only been recorded until now
             return loss.item()

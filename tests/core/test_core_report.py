@@ -181,6 +181,33 @@ def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(t
         compare.write_comparison([tmp_path / "pytorch", tmp_path / "empty"])
 
 
+def test_kd_calibration_runs_pair_with_the_fgd_student_and_the_comparison_pairs_gains_by_seed(tmp_path):
+    studies = {"pytorch": ((0.30, 0.34, 0.36), (0.20, 0.22, None), (0.25, 0.25, None)),  # plain, FGD, FGD again
+               "jittor": ((0.31, 0.29, 0.30), (0.22, 0.20, 0.22), (0.24, None, None))}
+    for name, seeds in studies.items():
+        for seed, maps in enumerate(seeds):
+            for kind, m in zip(("student", "student_fgd", "student_fgd_rerun"), maps):
+                if m is not None:
+                    fake_run(tmp_path / name / seeded_name(kind, seed, 0), [m], [m, m], seed=seed,
+                             mode="train" if kind == "student" else "KD")
+    md = write_report(tmp_path / "jittor").read_text()
+    assert ("Rounding alone in KD mode: FGD student again from its weights moved by 1e-7, minus FGD student of the "
+            "same seed, over 2 seeds: +1.5 ± 0.5 mAP50 (per seed: +1.0, +2.0)") in md
+    assert "| FGD student again, weights moved by 1e-7, seed 1 |" in md
+    md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
+    rows = [line for line in md.split("## Differences paired by seed")[1].splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| FGD student minus plain student | pytorch | 3 | +2.0 ± 1.2 | +1.0 ± 0.6 | 2.6 | 1.3 |",
+        "| FGD student minus plain student | jittor | 2 | -2.0 ± 0.0 | -1.0 ± 0.0 | 2.0 | 1.0 |",
+        "| FGD student minus plain student | jittor − pytorch | 2 | -5.0 ± 1.0 | -2.5 ± 0.5 | 5.1 | 2.5 |",
+        "| Rounding alone in KD mode: FGD student again from its weights moved by 1e-7, minus FGD student | pytorch | "
+        "1 | +2.0 | +1.0 | 2.0 | 1.0 |",
+        "| Rounding alone in KD mode: FGD student again from its weights moved by 1e-7, minus FGD student | jittor | "
+        "2 | +1.5 ± 0.5 | +0.8 ± 0.2 | 1.6 | 0.8 |",
+        "| Rounding alone in KD mode: FGD student again from its weights moved by 1e-7, minus FGD student | "
+        "jittor − pytorch | 1 | -1.0 | -0.5 | 1.0 | 0.5 |"]
+
+
 def write_coco_csv(run, ap):
     """coco.csv as save_coco writes it: AP, AP50, AP75, small, medium (none in the split: -1), large, then AR."""
     figures = [ap, 1.5 * ap, ap, 0.5 * ap, -1, 1.2 * ap, *[ap] * 6]
@@ -234,9 +261,11 @@ def test_presets_and_run_plan(tmp_path):
     full = study.parse_opt([])
     assert (full.imgsz, full.batch_size, full.epochs, full.teacher_cfg, full.student_width) == (
         512, 32, 150, "yolov5s.yaml", None)
-    (teacher, t_argv), (student, s_argv), (fgd, f_argv), (rerun, r_argv) = study.run_plan(opt, ".pkl")
-    assert (teacher, student, fgd, rerun) == ("teacher", "student", "student_fgd", "student_rerun")
+    plan = study.run_plan(opt, ".pkl")
+    (teacher, t_argv), (student, s_argv), (fgd, f_argv), (rerun, r_argv), (fgd_rerun, fr_argv) = plan
+    assert (teacher, student, fgd, rerun, fgd_rerun) == study.RUN_NAMES
     assert r_argv == [*s_argv[:-2], "--perturb", "1e-7", "--name", "student_rerun"] and s_argv[-2] == "--name"
+    assert fr_argv == [*f_argv[:-2], "--perturb", "1e-7", "--name", "student_fgd_rerun"]
     assert [name for name, _ in study.run_plan(study.parse_opt([]), ".pt")] == ["teacher", "student", "student_fgd"]
     assert t_argv[t_argv.index("--cfg") + 1] == "yolov5n.yaml"
     student_cfg = s_argv[s_argv.index("--cfg") + 1]
@@ -252,13 +281,26 @@ def test_presets_and_run_plan(tmp_path):
 
     repeated = study.run_plan(study.parse_opt(["--reduced", "--seed", "3", "--repeats", "2", "--project",
                                                  str(tmp_path), "--runs", *study.RUN_NAMES]), ".pkl")
-    assert [name for name, _ in repeated] == ["teacher", "student", "student_fgd", "student_rerun", "student_seed4",
-                                              "student_fgd_seed4", "student_rerun_seed4"]
-    assert [argv[argv.index("--seed") + 1] for _, argv in repeated] == ["3", "3", "3", "3", "4", "4", "4"]
-    f_argv = repeated[-2][1]
+    assert [name for name, _ in repeated] == ["teacher", "student", "student_fgd", "student_rerun",
+                                              "student_fgd_rerun", "student_seed4", "student_fgd_seed4",
+                                              "student_rerun_seed4", "student_fgd_rerun_seed4"]
+    assert [argv[argv.index("--seed") + 1] for _, argv in repeated] == ["3"] * 5 + ["4"] * 4
+    f_argv = repeated[-3][1]
     assert f_argv[f_argv.index("--teacher") + 1].endswith("teacher/weights/best.pkl")  # one teacher for all seeds
     with pytest.raises(SystemExit):
         study.parse_opt(["--repeats", "0"])
+    with pytest.raises(SystemExit):
+        study.parse_opt(["--reduced", "--cheap"])
+
+
+def test_the_cheap_preset_trains_every_run_kind_on_synthetic_data(tmp_path):
+    cheap = study.parse_opt(["--cheap", "--project", str(tmp_path)])
+    assert (cheap.data, cheap.imgsz, cheap.batch_size, cheap.epochs, cheap.student_width) == ("", 256, 16, 60, 0.125)
+    assert (cheap.noval, cheap.cache, cheap.runs) == (True, "ram", list(study.RUN_NAMES))
+    assert study.parse_opt(["--cheap", "--cache", "disk", "--runs", "student"]).cache == "disk"
+    assert "Cheap CPU protocol" in study.protocol_line(cheap)
+    plan = study.run_plan(cheap, ".pt")
+    assert all("--noval" in argv and argv[argv.index("--cache") + 1] == "ram" for _, argv in plan)
 
 
 def untrainable_tree(name, suffix, framework):

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from yolocore.data.synthetic import make_synthetic_dataset
+from yolocore.study import runner
 from yolocore.study.runner import StudyLog
 from yolocore.training import loop
 from yolocore.training.checkpoints import read_checkpoint
@@ -138,3 +139,20 @@ def test_a_given_teacher_is_distilled_and_not_trained(data, project, tmp_path, m
     assert yaml.safe_load((tmp_path / "student_fgd" / "opt.yaml").read_text())["teacher"] == teacher
     md = (tmp_path / "study.md").read_text()
     assert f"The teacher, trained elsewhere: `{teacher}`" in md and "| FGD student |" in md
+
+
+def test_the_cheap_protocol_trains_every_run_kind_and_reports_both_calibrations(tmp_path, monkeypatch):
+    """--cheap at tiny settings: its synthetic data written on first use, the teacher, then the student, the FGD
+    student and both calibration runs, validated once each, from cached images."""
+    monkeypatch.setattr(runner, "CHEAP_DATA", dict(root=tmp_path / "syn", n_train=8, n_val=4, imgsz=128, seed=1))
+    project = tmp_path / "cheap"
+    study.main(["--cheap", "--imgsz", "64", "--batch-size", "8", "--epochs", "1", "--seed", "1", "--device", "cpu",
+                "--workers", "0", "--project", str(project)])
+    assert (tmp_path / "syn" / "synthetic.yaml").is_file()
+    for name in runner.RUN_NAMES:
+        assert (project / name / "per_class.csv").is_file(), name
+    opt = yaml.safe_load((project / "student_fgd_rerun" / "opt.yaml").read_text())
+    assert (opt["mode"], opt["perturb"], opt["seed"], opt["cache"], opt["noval"]) == ("KD", 1e-7, 1, "ram", True)
+    md = (project / "study.md").read_text()
+    assert md.startswith("# Study on synthetic") and "Cheap CPU protocol" in md
+    assert "Rounding alone in KD mode: FGD student again from its weights moved by 1e-7, minus FGD student: " in md

@@ -4,7 +4,10 @@
 
 Per run kind (teacher, student, FGD student): mAP50 and mAP50-95 of each study's finished runs, as means over its
 seeds with their standard errors when it has several (study.py --repeats), and with two studies the second minus
-the first, whose standard error combines both; then each study's time per epoch (mean over those runs) and, with two,
+the first, whose standard error combines both; then the differences a study pairs by seed (the FGD gain, and the
+calibration runs' differences, whose root mean square is the noise between two runs), per study and, with two, the
+second's minus the first's paired by seed (a difference of gains, with its standard error over the seeds both have);
+then each study's time per epoch (mean over those runs) and, with two,
 the second's over the first's, with the devices they ran on; then COCO's figures of the runs that have coco.csv
 (AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies are named by their folders.
 """
@@ -23,6 +26,7 @@ from yolocore.cli import run_script
 from yolocore.study.report import (
     COCO_COLUMNS,
     COCO_NOTE,
+    PAIRED,
     RUN_COLORS,
     RUNS,
     add_study_timing,
@@ -34,6 +38,8 @@ from yolocore.study.report import (
     load_study,
     mean_and_error,
     pct,
+    root_mean_square,
+    seed_differences,
     study_run_names,
 )
 from yolocore.training.record import epoch_seconds
@@ -95,6 +101,35 @@ def comparison_table(studies):
     return "\n".join(lines)
 
 
+def paired_table(studies):
+    """Each PAIRED difference per study (mean ± standard error over its seeds; root mean square) and, with two
+    studies, the second's minus the first's at each seed both have; "" when no study has a pair."""
+    names = list(studies)
+    lines = []
+    for kind, base, label in PAIRED:
+        diffs = {name: seed_differences(studies[name], kind, base) for name in names}
+        if not any(diffs.values()):
+            continue
+        rows = [(name, list(d.values())) for name, d in diffs.items() if d]
+        if len(names) == 2:
+            both = [seed for seed in diffs[names[0]] if seed in diffs[names[1]]]
+            rows.append((f"{names[1]} − {names[0]}", [{k: diffs[names[1]][seed][k] - diffs[names[0]][seed][k]
+                                                          for k in METRICS} for seed in both]))
+        for name, values in rows:
+            if values:
+                cells = [mean_and_error([v[k] for v in values]) for k in METRICS]
+                rms = [root_mean_square([v[k] for v in values]) for k in METRICS]
+                lines.append(f"| {label} | {name} | {len(values)} | " + " | ".join(
+                    f"{100 * m:+.1f}" + (f" ± {pct(e)}" if np.isfinite(e) else "") for m, e in cells)
+                    + " | " + " | ".join(map(pct, rms)) + " |")
+    if not lines:
+        return ""
+    return "\n".join(["## Differences paired by seed (points)", "",
+                      "Mean ± standard error over the seeds (their number), and the root mean square.", "",
+                      "| difference | study | seeds | mAP50 | mAP50-95 | rms mAP50 | rms mAP50-95 |",
+                      "|---|---|---:|---:|---:|---:|---:|", *lines, ""])
+
+
 def coco_comparison_table(studies):
     """COCO's figures per run kind and study (means over the seeds that have coco.csv) and, with two studies, the
     second minus the first; "" when no run has them."""
@@ -152,7 +187,7 @@ def write_comparison(projects, out=None):
              "mAP50 and mAP50-95 (%) of each run's best weights on the val split; with several seeds, the mean ± its "
              "standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
              "mean wall time of an epoch, validation included.", "", devices_line(studies), "",
-             "![mAP50 per epoch](compare_map50.png)", "", coco_comparison_table(studies)]
+             paired_table(studies), "![mAP50 per epoch](compare_map50.png)", "", coco_comparison_table(studies)]
     path = out / "compare.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -10,7 +10,8 @@ medium and large objects), and weights/last.*, whose training record gives the t
 (yolocore.study.runner --repeats) has a student and an FGD student folder per seed; the report adds their means over
 seeds and the FGD gain paired by seed, each with its standard error. A study's student_rerun runs (the plain student
 again from its starting weights moved by 1e-7, train.py --perturb) add the same paired difference for them: what
-rounding alone moves a run by, the yardstick for the FGD gain and for a difference between frameworks.
+rounding alone moves a run by, the yardstick for the FGD gain and for a difference between frameworks;
+student_fgd_rerun runs (the FGD student again, moved the same way) measure it in KD mode, against the FGD student.
 """
 import argparse
 import csv
@@ -35,9 +36,16 @@ from yolocore.training.record import epoch_seconds
 
 RERUN_PERTURBATION = "1e-7"  # train.py --perturb of a study's student_rerun runs
 RUNS = {"teacher": "teacher", "student": "student", "student_fgd": "FGD student",
-        "student_rerun": f"student again, weights moved by {RERUN_PERTURBATION}"}  # run kind -> label
+        "student_rerun": f"student again, weights moved by {RERUN_PERTURBATION}",
+        "student_fgd_rerun": f"FGD student again, weights moved by {RERUN_PERTURBATION}"}  # run kind -> label
+# (run kind, the kind it is paired with at each seed, what their difference measures)
+PAIRED = (("student_fgd", "student", "FGD student minus plain student"),
+          ("student_rerun", "student", "Rounding alone: plain student again from its weights moved by "
+           f"{RERUN_PERTURBATION}, minus plain student"),
+          ("student_fgd_rerun", "student_fgd", "Rounding alone in KD mode: FGD student again from its weights moved "
+           f"by {RERUN_PERTURBATION}, minus FGD student"))
 RUN_COLORS = ("dimgray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
-SEEDED_RUN = re.compile(r"(student|student_fgd|student_rerun)_seed(\d+)")
+SEEDED_RUN = re.compile(rf"({'|'.join(kind for kind in RUNS if kind != 'teacher')})_seed(\d+)")
 STUDY_JSON = "study.json"
 MAP50, MAP = "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"
 METRIC_COLUMNS = ("metrics/precision", "metrics/recall", MAP50, MAP)
@@ -271,23 +279,40 @@ def seed_means_table(runs):
     return "\n".join(["Mean ± standard error over the finished seeds (%):", "", *lines])
 
 
-def paired_difference(runs, kind, label):
-    """Runs of kind minus the plain student of the same seed, both finished: one seed's difference, or the mean
-    over seeds; label names the difference."""
-    groups = by_kind(runs)
-    plain = {run["opt"].get("seed"): run for run in groups.get("student", []) if finished(run)}
-    other = {run["opt"].get("seed"): run for run in groups.get(kind, []) if finished(run)}
-    pairs = [(plain[seed], other[seed]) for seed in plain if seed in other]
-    if not pairs:
+def seed_differences(groups, kind, base="student"):
+    """{seed: {metric: run of kind minus run of base}} over the seeds where both have finished; groups: by_kind's."""
+    def finished_by_seed(k):
+        return {run["opt"].get("seed"): run for run in groups.get(k, []) if finished(run)}
+
+    bases, others = finished_by_seed(base), finished_by_seed(kind)
+    return {seed: {k: others[seed][k] - bases[seed][k] for k in ("mAP50", "mAP50-95")}
+            for seed in sorted(bases) if seed in others}
+
+
+def root_mean_square(values):
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def paired_difference(runs, kind, label, base="student"):
+    """Runs of kind minus the run of base of the same seed, both finished: one seed's difference, or the mean over
+    seeds with its standard error and the root mean square (for a calibration pair, the size of the noise between
+    two runs); label names the difference."""
+    diffs = seed_differences(by_kind(runs), kind, base)
+    if not diffs:
         return ""
-    diffs = {k: [o[k] - s[k] for s, o in pairs] for k in ("mAP50", "mAP50-95")}
-    if len(pairs) > 1:
-        (m50, e50), (m, e) = (mean_and_error(diffs[k]) for k in ("mAP50", "mAP50-95"))
-        per_seed = ", ".join(f"{points(d):+.1f}" for d in diffs["mAP50"])
-        return (f"{label} of the same seed, over {len(pairs)} seeds: {points(m50):+.1f} ± {pct(e50)} mAP50 "
-                f"(per seed: {per_seed}), {points(m):+.1f} ± {pct(e)} mAP50-95 (points, mean ± standard error).")
-    (s, o), = pairs
-    line = f"{label}: {points(diffs['mAP50'][0]):+.1f} mAP50, {points(diffs['mAP50-95'][0]):+.1f} mAP50-95 (points)."
+    values = {k: [d[k] for d in diffs.values()] for k in ("mAP50", "mAP50-95")}
+    if len(diffs) > 1:
+        (m50, e50), (m, e) = (mean_and_error(values[k]) for k in ("mAP50", "mAP50-95"))
+        per_seed = ", ".join(f"{points(d):+.1f}" for d in values["mAP50"])
+        per_seed95 = ", ".join(f"{points(d):+.1f}" for d in values["mAP50-95"])
+        rms = " / ".join(pct(root_mean_square(values[k])) for k in ("mAP50", "mAP50-95"))
+        return (f"{label} of the same seed, over {len(diffs)} seeds: "
+                f"{points(m50):+.1f} ± {pct(e50)} mAP50 (per seed: {per_seed}), {points(m):+.1f} ± {pct(e)} mAP50-95 "
+                f"(per seed: {per_seed95}); root mean square {rms} (points, mean ± standard error).")
+    (seed, _), = diffs.items()
+    groups = by_kind(runs)
+    s, o = ({run["opt"].get("seed"): run for run in groups[k]}[seed] for k in (base, kind))
+    line = f"{label}: {points(values['mAP50'][0]):+.1f} mAP50, {points(values['mAP50-95'][0]):+.1f} mAP50-95 (points)."
     diff = o["per_class"]["AP50"] - s["per_class"]["AP50"]
     known = np.isfinite(diff)
     return line + f" AP50 is higher on {int((diff[known] > 0).sum())} of {int(known.sum())} classes."
@@ -365,9 +390,7 @@ def write_report(project, out=None, names=None):
     lines += [summary_table(runs), ""]
     means = seed_means_table(runs)
     lines += [means, ""] if means else []
-    differences = [paired_difference(runs, "student_fgd", "FGD student minus plain student"),
-                   paired_difference(runs, "student_rerun", "Rounding alone: plain student again from its weights "
-                                     f"moved by {RERUN_PERTURBATION}, minus plain student")]
+    differences = [paired_difference(runs, kind, label, base) for kind, base, label in PAIRED]
     lines += [part for line in differences if line for part in (line, "")]
     lines += ["mAP50, mAP50-95, P and R (%) are those of the best weights (highest 0.1 mAP50 + 0.9 mAP50-95 over the "
               "validated epochs) on the val split; time / epoch is the mean wall time of its epochs, validation "

@@ -14,6 +14,11 @@ term alone, and the report gives their difference as a mean over seeds with its 
 (train.py --perturb): it differs from the plain student by rounding alone, and the report gives that difference as
 the yardstick for the FGD gain (and, across frameworks, for a difference between the trees).
 
+--runs ... student_fgd_rerun does the same for the FGD student: how far rounding alone moves a run in KD mode.
+
+--cheap is the protocol that measures FGD's effect over many seeds on a 2-core CPU (docs/protocol.md): synthetic data,
+small models, every run kind, about an hour a seed.
+
 --teacher CKPT distils a teacher trained elsewhere (either tree's checkpoint, on the study's classes) instead of
 training one: the study then trains only the students.
 """
@@ -35,6 +40,7 @@ from yolocore.config import (
     save_yaml,
     write_text_atomically,
 )
+from yolocore.data.synthetic import make_synthetic_dataset
 from yolocore.study.report import (
     RERUN_PERTURBATION,
     RUNS,
@@ -46,13 +52,18 @@ from yolocore.study.report import (
 )
 from yolocore.training.checkpoints import SUFFIXES, read_checkpoint
 
-FULL = dict(imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
-            teacher_width=None, student_width=None)
-# What a 2-core CPU trains in about 1.5 h: a yolov5n teacher and a student at half its width, at imgsz 320.
-REDUCED = dict(imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_cfg="yolov5n.yaml",
-               teacher_width=None, student_width=0.125)
 RUN_NAMES = tuple(RUNS)  # the order they run in: the FGD student needs the teacher
 DEFAULT_RUNS = ("teacher", "student", "student_fgd")
+NWPU = str(ROOT / "data" / "NWPU.yaml")
+FULL = dict(data=NWPU, imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
+            teacher_width=None, student_width=None, runs=DEFAULT_RUNS)
+# What a 2-core CPU trains in about 1.5 h: a yolov5n teacher and a student at half its width, at imgsz 320.
+REDUCED = dict(FULL, imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_width=0.125)
+# FGD's effect and both calibrations over many seeds on a 2-core CPU, minutes a run: the same models on synthetic
+# data (data "" = CHEAP_DATA, written on first use; 128 validation images, not the built-in 32, for steadier mAP),
+# validated once, at the end, from images decoded once.
+CHEAP = dict(REDUCED, data="", imgsz=256, epochs=60, runs=RUN_NAMES, noval=True, cache="ram")
+CHEAP_DATA = dict(root=ROOT / "datasets" / "synthetic-cheap", n_train=128, n_val=128, imgsz=256, seed=0)
 CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed", "perturb", "noamp")  # a reused run matches these
 OLDER_RUNS_LACK = {"perturb": 0.0, "noamp": False}  # options runs of older trees did not record, at their values
 
@@ -73,9 +84,15 @@ class Tree:
 
 def parse_opt(argv=None, framework="pytorch"):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT / "data" / "NWPU.yaml"), help="dataset yaml")
-    p.add_argument("--reduced", action="store_true",
-                   help="CPU preset: imgsz 320, batch 16, 35 epochs, teacher yolov5n, student yolov5n at width 0.125")
+    p.add_argument("--data", help=f"dataset yaml (default {NWPU}; with --cheap, or given as '', synthetic data "
+                                  f"in {CHEAP_DATA['root']})")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--reduced", action="store_true",
+                        help="CPU preset: imgsz 320, batch 16, 35 epochs, teacher yolov5n, student yolov5n at width "
+                             "0.125")
+    preset.add_argument("--cheap", action="store_true",
+                        help="CPU preset for many seeds (docs/protocol.md): the --reduced models on synthetic data, "
+                             "imgsz 256, 60 epochs, --noval, --cache ram, every run kind")
     p.add_argument("--imgsz", type=positive_int, help=f"default {FULL['imgsz']}")
     p.add_argument("--batch-size", type=positive_int, help=f"default {FULL['batch_size']}")
     p.add_argument("--epochs", type=positive_int, help=f"default {FULL['epochs']}")
@@ -87,7 +104,7 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--hyp", default="", help="hyperparameter yaml (default: the tree's hyp.scratch-low.yaml)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
     p.add_argument("--workers", type=non_negative_int, default=8)
-    p.add_argument("--cache", nargs="?", const="ram", default="", choices=("ram", "disk"),
+    p.add_argument("--cache", nargs="?", const="ram", choices=("ram", "disk"),
                    help="train.py --cache: images decoded and resized once, for every run")
     p.add_argument("--project", default=f"runs/study/{framework}",
                    help="folder of the runs and the report; each framework's study needs its own")
@@ -97,14 +114,17 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
     p.add_argument("--noamp", action="store_true", help="train.py and val.py --noamp: " + NOAMP_HELP)
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
-    p.add_argument("--runs", nargs="+", choices=RUN_NAMES, default=list(DEFAULT_RUNS),
+    p.add_argument("--runs", nargs="+", choices=RUN_NAMES,
                    help="the runs to train now (with --repeats, those of every seed), e.g. the teacher and the "
                         "student as two processes side by side (the FGD student needs the teacher's best weights); "
-                        f"student_rerun: the student again from weights moved by {RERUN_PERTURBATION} (noise)")
+                        f"student_rerun, student_fgd_rerun: the student, the FGD student again from weights moved by "
+                        f"{RERUN_PERTURBATION} (noise); default {' '.join(DEFAULT_RUNS)}, with --cheap all")
     opt = p.parse_args(argv)
-    for k, v in (REDUCED if opt.reduced else FULL).items():
-        if getattr(opt, k) is None:
+    preset = CHEAP if opt.cheap else REDUCED if opt.reduced else FULL
+    for k, v in {"noval": False, "cache": "", **preset}.items():
+        if getattr(opt, k) in (None, False):  # not given (a flag not set): the preset's
             setattr(opt, k, v)
+    opt.runs = list(opt.runs)
     return opt
 
 
@@ -137,11 +157,14 @@ def run_plan(opt, suffix):
         teacher = model_cfg(opt.teacher_cfg, opt.teacher_width, opt.project)
         plan.append(("teacher", ["--cfg", teacher, *common, "--seed", str(opt.seed), "--name", "teacher"]))
     for seed in range(opt.seed, opt.seed + opt.repeats):
-        plain, fgd, rerun = (seeded_name(kind, seed, opt.seed) for kind in ("student", "student_fgd", "student_rerun"))
+        plain, fgd, rerun, fgd_rerun = (seeded_name(kind, seed, opt.seed) for kind in RUN_NAMES[1:])
         seeded = [*common, "--seed", str(seed)]
+        kd = ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *seeded]
+        perturbed = ["--perturb", RERUN_PERTURBATION]
         plan += [(plain, ["--cfg", student, *seeded, "--name", plain]),
-                 (fgd, ["--mode", "KD", "--cfg", student, "--teacher", best_teacher, *seeded, "--name", fgd]),
-                 (rerun, ["--cfg", student, *seeded, "--perturb", RERUN_PERTURBATION, "--name", rerun])]
+                 (fgd, [*kd, "--name", fgd]),
+                 (rerun, ["--cfg", student, *seeded, *perturbed, "--name", rerun]),
+                 (fgd_rerun, [*kd, *perturbed, "--name", fgd_rerun])]
     return [(name, argv) for name, argv in plan if run_kind(name) in opt.runs]
 
 
@@ -204,7 +227,7 @@ class StudyLog:
 
 
 def protocol_line(opt):
-    kind = "Reduced CPU protocol" if opt.reduced else "Protocol"
+    kind = "Cheap CPU protocol" if opt.cheap else "Reduced CPU protocol" if opt.reduced else "Protocol"
     students = f"seed {opt.seed}" if opt.repeats == 1 else f"seeds {opt.seed}-{opt.seed + opt.repeats - 1}"
     if opt.teacher:
         seeds = f"students at {students}"
@@ -248,7 +271,9 @@ def validate_run(tree, run_dir, opt):
 def main(tree, opt):
     project = Path(opt.project)
     if opt.hyp:  # a hyp without the FGD weights would otherwise fail when the FGD student starts, hours in
-        load_hyp(opt.hyp, kd="student_fgd" in opt.runs)
+        load_hyp(opt.hyp, kd=bool({"student_fgd", "student_fgd_rerun"} & set(opt.runs)))
+    if not opt.data:
+        opt.data = str(make_synthetic_dataset(**CHEAP_DATA))
     if opt.teacher:
         check_teacher(opt.teacher, opt.data)
     plan = run_plan(opt, tree.suffix)
