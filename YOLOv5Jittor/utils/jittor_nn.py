@@ -21,7 +21,6 @@ def channel_sum(x):
     return x.sum(3).sum(2).sum(0)
 
 
-
 def clip_grad_norm(optimizer, max_norm):
     """torch.nn.utils.clip_grad_norm_ over the optimizer's trained parameters: every gradient scaled by
     min(1, max_norm / (norm + 1e-6)), the 2-norm of all gradients together. Jittor's optimizer.clip_grad_norm sums
@@ -34,6 +33,7 @@ def clip_grad_norm(optimizer, max_norm):
     coef = jt.minimum(max_norm / (total + 1e-6), 1.0)
     for g in grads:
         g.update(g * coef)
+
 
 class TrainNorm(jt.Function):
     """Train-mode batch normalisation with its gradient written out, as PyTorch's kernel computes it. Jittor's
