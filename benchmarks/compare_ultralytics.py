@@ -25,6 +25,7 @@ model that ultralytics' loader expects (in its calls only), and touches nothing 
 import argparse
 import contextlib
 import csv
+import importlib.util
 import json
 import sys
 import tempfile
@@ -57,6 +58,9 @@ def offline_yolov5():
     for name in ("ultralytics", "ultralytics.utils"):
         sys.modules.setdefault(name, types.ModuleType(name))
     sys.modules.setdefault("ultralytics.utils.checks", checks)
+    if importlib.util.find_spec("yolov5") is None:
+        sys.exit("compare_ultralytics.py: error: ultralytics' yolov5 package is not installed here; run this script "
+                 "with the environment its docstring sets up (ul/bin/python)")
     import yolov5.models.common as common
     import yolov5.utils.downloads as downloads
     import yolov5.utils.general as general
