@@ -28,7 +28,7 @@ from yolocore.training.recipe import parameter_groups
 from YOLOv5Jittor import val as validate
 from YOLOv5Jittor.KD.distiller import build_fgd, load_teacher
 from YOLOv5Jittor.models.yolo import Model
-from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
+from YOLOv5Jittor.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, load_partial_state, save_checkpoint
 from YOLOv5Jittor.utils.dataloader import create_dataloader
 from YOLOv5Jittor.utils.framework import (
     ModelEMA,
@@ -63,12 +63,6 @@ def parse_opt(argv=None):
 
 def new_model(cfg, nc, device):
     return Model(cfg, nc=nc)  # Jittor's device is global (select_device)
-
-
-def load_partial_state(model, weights):
-    # Jittor's load_state_dict loads the keys it is given, in their own dtypes: cast to the model's.
-    state = model.state_dict()
-    model.load_state_dict({k: np.asarray(v).astype(str(state[k].dtype)) for k, v in weights.items()})
 
 
 def saved_state(module):

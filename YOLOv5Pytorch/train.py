@@ -27,7 +27,7 @@ from yolocore.training.recipe import parameter_groups
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.models.yolo import Model
-from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, save_checkpoint
+from YOLOv5Pytorch.utils.checkpoint import FRAMEWORK, SUFFIX, load_checkpoint, load_partial_state, save_checkpoint
 from YOLOv5Pytorch.utils.dataloader import create_dataloader
 from YOLOv5Pytorch.utils.framework import (
     ModelEMA,
@@ -61,10 +61,6 @@ def parse_opt(argv=None):
 
 def new_model(cfg, nc, device):
     return Model(cfg, nc=nc).to(device)
-
-
-def load_partial_state(model, weights):
-    model.load_state_dict(weights, strict=False)
 
 
 def saved_state(module):

@@ -44,6 +44,13 @@ def load_weights(module, weights, source):
     problem = state_dict_mismatch({k: tuple(v.shape) for k, v in own.items()}, {k: v.shape for k, v in weights.items()})
     if problem:
         raise ValueError(f"{source}: weights do not fit the model: {problem}")
+    load_partial_state(module, weights)
+
+
+def load_partial_state(module, weights):
+    """Loads weights, some of module's keys with their shapes (train.py's --weights keeps what fits), in the
+    module's dtypes: Jittor's load_state_dict would keep the dtypes it is given."""
+    own = module.state_dict()
     module.load_state_dict({k: np.asarray(v).astype(str(own[k].dtype)) for k, v in weights.items() if k in own})
 
 

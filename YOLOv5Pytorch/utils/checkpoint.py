@@ -56,6 +56,11 @@ def load_weights(module, weights, source):
     problem = state_dict_mismatch(expected, {k: v.shape for k, v in weights.items()})
     if problem:
         raise ValueError(f"{source}: weights do not fit the model: {problem}")
+    load_partial_state(module, weights)
+
+
+def load_partial_state(module, weights):
+    """Loads weights, some of module's keys with their shapes (train.py's --weights keeps what fits)."""
     module.load_state_dict(weights, strict=False)
 
 
