@@ -3,7 +3,7 @@
 Per model, each in a fresh child process so that its peak memory is its own:
 - train img/s: one mosaic batch held in memory; forward + ComputeLoss + backward + optimizer step (train.py's
   optimizer_step: unscale, clip, SGD, EMA update) every iteration, median after warm-up. train.py only steps the
-  optimizer every NBS/batch-size batches, so this is the costliest kind of iteration.
+  optimizer every nbs/batch-size batches (64/16), so this is the costliest kind of iteration.
 - e2e img/s: an epoch (or its first --e2e-batches batches) through the real augmenting DataLoader (mosaic,
   --workers processes, restarted each epoch as in train.py), timed from creating the iterator, so worker start-up
   counts. With --cache the images come from train.py --cache's image cache, not from their files.
@@ -43,7 +43,7 @@ import torch
 from yolocore.config import load_hyp
 from yolocore.training.host_memory import retain_freed_memory
 from yolocore.training.loop import prepare_data
-from yolocore.training.recipe import NBS, loss_gains
+from yolocore.training.recipe import loss_gains, scaled_weight_decay
 from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.train import TREE, build_optimizer, optimizer_step
@@ -100,8 +100,7 @@ def trainer(model, hyp, nc, imgsz, batch_size, device, extra_modules=()):
     """The parts of a yolocore.training.run.Run that train.py's optimizer_step needs, built with train.py's own
     functions."""
     trained = [model, *extra_modules]
-    accumulate = max(round(NBS / batch_size), 1)
-    optimizer = build_optimizer(trained, hyp, hyp["weight_decay"] * batch_size * accumulate / NBS)
+    optimizer = build_optimizer(trained, hyp, scaled_weight_decay(hyp, batch_size))
     return SimpleNamespace(model=model, optimizer=optimizer, scaler=grad_scaler(device), ema=ModelEMA(model),
                            compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, nc, imgsz)))
 

@@ -14,7 +14,7 @@ HYP_KEYS = (
     "flipud", "fliplr", "mosaic", "mixup",
 )
 FGD_HYP_KEYS = ("kd_weight", "fgd_temp", "fgd_alpha", "fgd_beta", "fgd_gamma", "fgd_lambda")
-OPTIONAL_HYP_KEYS = ("kd_weightf", "label_smoothing")
+OPTIONAL_HYP_KEYS = ("kd_weightf", "label_smoothing", "nbs")
 # Every hyperparameter is a number >= 0; these have a narrower range: (test, what it says).
 _FRACTION = (lambda v: v <= 1, "must lie in [0, 1]")
 HYP_BOUNDS = {
@@ -22,6 +22,7 @@ HYP_BOUNDS = {
     "fgd_temp": (lambda v: v > 0, "must be > 0"),
     # a target matches an anchor when their side ratio is below anchor_t: at 1 or less nothing ever matches
     "anchor_t": (lambda v: v > 1, "must be > 1"),
+    "nbs": (lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
     **dict.fromkeys(("momentum", "warmup_momentum", "hsv_h", "hsv_s", "hsv_v", "translate", "scale", "flipud",
                      "fliplr", "mosaic", "mixup", "label_smoothing"), _FRACTION),
 }

@@ -104,6 +104,8 @@ def test_the_shipped_hyp_files_are_valid_for_kd_and_equal():
     ("fgd_temp", 0.0, "must be > 0"),
     ("anchor_t", 1.0, "must be > 1"),
     ("fliplr", 1.5, r"must lie in \[0, 1\]"),
+    ("nbs", 0, "whole number >= 1"),
+    ("nbs", 12.5, "whole number >= 1"),
 ])
 def test_a_bad_hyp_value_names_the_file_and_its_line(tmp_path, key, value, message):
     lines = SHIPPED_HYPS[0].read_text().splitlines()

@@ -6,6 +6,7 @@ from yolocore.evaluation.validation import Evaluator
 from yolocore.training.recipe import (
     LOSS_KEYS,
     METRIC_KEYS,
+    accumulation,
     kd_weight_at,
     loss_gains,
     lr_lambda,
@@ -47,6 +48,16 @@ def test_warmup_ramps_lr_momentum_and_accumulation():
     assert groups[0] == pytest.approx((0.1, 0.8)) and groups[1] == pytest.approx((0.0, 0.8))
     accumulate, groups = warmup(100, 100, HYP, 0.01, batch_size=16)
     assert accumulate == 4 and all(g == pytest.approx((0.01, 0.937)) for g in groups)
+
+
+def test_a_smaller_nominal_batch_steps_the_optimizer_more_often_with_the_same_decay_per_image():
+    small = dict(HYP, nbs=16)
+    assert accumulation(HYP, 16) == 4 and accumulation(small, 16) == 1 and accumulation(small, 4) == 4
+    assert warmup(100, 100, small, 0.01, batch_size=16)[0] == 1
+    assert warmup(100, 100, dict(HYP, nbs=32), 0.01, batch_size=8)[0] == 4
+    # weight decay is per optimizer step, scaled to the images a step has seen: batch_size * accumulate / nbs
+    assert scaled_weight_decay(small, 16) == pytest.approx(5e-4)
+    assert scaled_weight_decay(small, 48) == pytest.approx(5e-4 * 48 / 16)
 
 
 def test_loss_gains_and_weight_decay_scale_as_yolov5():

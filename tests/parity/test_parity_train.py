@@ -79,6 +79,14 @@ def setup_both(tmp_path, data, hyp, *args):
     return torch_run, jt_run
 
 
+def test_the_hyps_nominal_batch_sets_both_trees_accumulation(tmp_path, data, hyp):
+    values = dict(yaml.safe_load(open(hyp)), nbs=16)
+    small_nbs = tmp_path / "hyp_nbs16.yaml"
+    small_nbs.write_text(yaml.safe_dump(values))
+    torch_run, jt_run = setup_both(tmp_path, data, str(small_nbs), "--cfg", "yolov5n.yaml")
+    assert jt_run.accumulate == torch_run.accumulate == 2  # nbs 16 / batch 8, not YOLOv5's 64 / 8
+
+
 def test_a_perturbed_run_starts_both_trees_a_rounding_step_from_the_plain_start(tmp_path, data, hyp):
     plain = copy_state(setup_both(tmp_path / "plain", data, hyp, "--cfg", "yolov5n.yaml")[0].model)
     torch_run, _ = setup_both(tmp_path / "perturbed", data, hyp, "--cfg", "yolov5n.yaml", "--perturb", "1e-7")

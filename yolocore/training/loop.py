@@ -16,7 +16,7 @@ from yolocore.training.host_memory import retain_freed_memory
 from yolocore.training.recipe import (
     FGD_KEYS,
     LOSS_KEYS,
-    NBS,
+    accumulation,
     kd_weight_at,
     loss_gains,
     lr_lambda,
@@ -124,7 +124,7 @@ def build_run(opt, tree, ckpt, save_dir, rank, world_size, device):
               train_loader=train_loader, val_loader=val_loader, lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr),
               training=training_record(ckpt, describe_device(device, world_size, amp)), teacher=teacher, fgd=fgd,
               parallel_fgd=tree.parallel(fgd, device) if fgd is not None else None,
-              accumulate=max(round(NBS / opt.batch_size), 1),
+              accumulate=accumulation(hyp, opt.batch_size),
               tensorboard=TensorBoardLog(save_dir) if rank == 0 else None)
     if ckpt:
         restore(run, ckpt, tree)

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-NBS = 64  # nominal batch size: gradients accumulate up to it, weight decay scales with it
+NBS = 64  # YOLOv5's nominal batch size: gradients accumulate up to it, weight decay scales with it
 LOSS_KEYS = ("box_loss", "obj_loss", "cls_loss")
 FGD_KEYS = ("fgd_loss", "fgd_fg", "fgd_bg", "fgd_mask", "fgd_relation")
 METRIC_KEYS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95")
@@ -20,11 +20,22 @@ def warmup_iterations(hyp, batches_per_epoch):
     return max(round(hyp["warmup_epochs"] * batches_per_epoch), 100)
 
 
+def nominal_batch(hyp):
+    """The hyp's nbs (ultralytics' later name for it), else YOLOv5's 64. A smaller one steps the optimizer more often
+    on the same images: a short run on few images then takes more optimizer steps."""
+    return hyp.get("nbs", NBS)
+
+
+def accumulation(hyp, batch_size):
+    """Batches whose gradients make one optimizer step, after warmup."""
+    return max(round(nominal_batch(hyp) / batch_size), 1)
+
+
 def warmup(ni, nw, hyp, lr_target, batch_size, groups=3):
     """Accumulation steps and per-group (lr, momentum) at warmup iteration ni of nw. Group 0 holds the biases,
     whose lr falls from warmup_bias_lr; the others rise from 0."""
     xi = [0, nw]
-    accumulate = max(1, round(float(np.interp(ni, xi, [1, NBS / batch_size]))))
+    accumulate = max(1, round(float(np.interp(ni, xi, [1, nominal_batch(hyp) / batch_size]))))
     momentum = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
     lrs = [float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 0 else 0.0, lr_target])) for j in range(groups)]
     return accumulate, [(lr, momentum) for lr in lrs]
@@ -57,8 +68,7 @@ def results_row(epoch, losses, metrics, lrs):
 
 def scaled_weight_decay(hyp, batch_size):
     """Weight decay scaled to the batch actually accumulated, as YOLOv5 does."""
-    accumulate = max(round(NBS / batch_size), 1)
-    return hyp["weight_decay"] * batch_size * accumulate / NBS
+    return hyp["weight_decay"] * batch_size * accumulation(hyp, batch_size) / nominal_batch(hyp)
 
 
 def per_process_batch(batch_size, world_size):
