@@ -153,6 +153,8 @@ def test_the_cheap_protocol_trains_every_run_kind_and_reports_both_calibrations(
         assert (project / name / "per_class.csv").is_file(), name
     opt = yaml.safe_load((project / "student_fgd_rerun" / "opt.yaml").read_text())
     assert (opt["mode"], opt["perturb"], opt["seed"], opt["cache"], opt["noval"]) == ("KD", 1e-7, 1, "ram", True)
+    for name in runner.RUN_NAMES:  # every run, the teacher too, takes the preset's nominal batch
+        assert yaml.safe_load((project / name / "hyp.yaml").read_text())["nbs"] == 16, name
     md = (project / "study.md").read_text()
     assert md.startswith("# Study on synthetic") and "Cheap CPU protocol" in md
     assert "Rounding alone in KD mode: FGD student again from its weights moved by 1e-7, minus FGD student: " in md

@@ -61,8 +61,9 @@ FULL = dict(data=NWPU, imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5
 REDUCED = dict(FULL, imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_width=0.125)
 # FGD's effect and both calibrations over many seeds on a 2-core CPU, minutes a run: the same models on synthetic
 # data (data "" = CHEAP_DATA, written on first use; 128 validation images, not the built-in 32, for steadier mAP),
-# validated once, at the end, from images decoded once.
-CHEAP = dict(REDUCED, data="", imgsz=256, epochs=60, runs=RUN_NAMES, noval=True, cache="ram")
+# validated once, at the end, from images decoded once. nbs 16: an optimizer step every batch, 480 in a run instead
+# of YOLOv5's 120, whose runs moved by several mAP50-95 from rounding alone (docs/protocol.md).
+CHEAP = dict(REDUCED, data="", imgsz=256, epochs=60, runs=RUN_NAMES, noval=True, cache="ram", nbs=16)
 CHEAP_DATA = dict(root=ROOT / "datasets" / "synthetic-cheap", n_train=128, n_val=128, imgsz=256, seed=0)
 CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed", "perturb", "noamp")  # a reused run matches these
 OLDER_RUNS_LACK = {"perturb": 0.0, "noamp": False}  # options runs of older trees did not record, at their values
@@ -102,6 +103,9 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--teacher-width", type=float, help="override the teacher cfg's width_multiple")
     p.add_argument("--student-width", type=float, help="override the student cfg's width_multiple")
     p.add_argument("--hyp", default="", help="hyperparameter yaml (default: the tree's hyp.scratch-low.yaml)")
+    p.add_argument("--nbs", type=positive_int,
+                   help="every run's nominal batch: a copy of the hyp with this nbs, written into the project "
+                        "(default the hyp's own; --cheap: 16)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
     p.add_argument("--workers", type=non_negative_int, default=8)
     p.add_argument("--cache", nargs="?", const="ram", choices=("ram", "disk"),
@@ -137,6 +141,18 @@ def model_cfg(cfg, width, project):
     path = Path(project) / "cfg" / f"{Path(cfg).stem}-w{width:g}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_yaml(path, data)
+    return str(path)
+
+
+def study_hyp(opt, tree):
+    """--hyp (default: the tree's), or with --nbs a copy of it with that nbs, written into the project: every run,
+    and the study when it resumes, reads the one file."""
+    if opt.nbs is None:
+        return opt.hyp
+    hyp = load_yaml(opt.hyp or ROOT / tree.name / "hyp.scratch-low.yaml")
+    path = Path(opt.project) / "hyp" / f"{Path(opt.hyp).stem if opt.hyp else 'hyp.scratch-low'}-nbs{opt.nbs}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_yaml(path, {**hyp, "nbs": opt.nbs})
     return str(path)
 
 
@@ -270,6 +286,7 @@ def validate_run(tree, run_dir, opt):
 
 def main(tree, opt):
     project = Path(opt.project)
+    opt.hyp = study_hyp(opt, tree)
     if opt.hyp:  # a hyp without the FGD weights would otherwise fail when the FGD student starts, hours in
         load_hyp(opt.hyp, kd=bool({"student_fgd", "student_fgd_rerun"} & set(opt.runs)))
     if not opt.data:
