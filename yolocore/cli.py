@@ -88,8 +88,8 @@ def parse_train_options(argv, description, hyp, suffix, launcher, deterministic_
                    help="stop after this many epochs without improvement (0: never)")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--val-period", type=positive_int, default=1, metavar="N",
-                   help="validate every N epochs and after the final one (an epoch's validation of 130 images costs "
-                        "a GPU run more than its training)")
+                   help="validate and checkpoint every N epochs and after the final one (on a GPU, validating 130 "
+                        "images can take longer than an epoch's training)")
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     p.add_argument("--noautoanchor", action="store_true")
     p.add_argument("--seed", type=int, default=0)

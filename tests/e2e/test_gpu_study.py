@@ -12,7 +12,6 @@ import torch
 
 from yolocore.config import ROOT
 from yolocore.data.synthetic import make_synthetic_dataset
-from yolocore.study import gpu
 from YOLOv5Pytorch import train
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint
 
@@ -51,12 +50,6 @@ def test_val_period_validates_and_checkpoints_every_n_epochs_and_picks_best_amon
     assert load_checkpoint(run / "weights" / "best.pt")["epoch"] == 1
     assert saved == [("best", 1), ("last", 1), ("last", 2)], "checkpoints with the validations, not every epoch"
     assert (run / "per_class.csv").is_file()
-
-
-def test_cores_are_split_among_the_runs_side_by_side():
-    assert gpu.split_cores(16, 3) == (4, 5)  # 3 main threads + 3 x 4 workers = 15 of 16 cores
-    assert gpu.split_cores(16, 2) == (7, 8)
-    assert gpu.split_cores(2, 3) == (1, 1)
 
 
 def test_gpu_study_runs_both_phases_side_by_side_and_packs_what_comes_back(tmp_path, data):

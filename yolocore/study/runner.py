@@ -138,6 +138,8 @@ def parse_opt(argv=None, framework="pytorch"):
                         f"student_rerun, student_fgd_rerun: the student, the FGD student again from weights moved by "
                         f"{RERUN_PERTURBATION} (noise); default {' '.join(DEFAULT_RUNS)}, with --cheap all")
     opt = p.parse_args(argv)
+    if opt.pack and not opt.gpu:
+        p.error("--pack goes with --gpu; a study already written is packed by python -m yolocore.study.pack")
     preset = GPU if opt.gpu else CHEAP if opt.cheap else REDUCED if opt.reduced else FULL
     for k, v in {"noval": False, "cache": "", **preset}.items():
         if getattr(opt, k) is None or getattr(opt, k) is False:  # not given (a flag not set): the preset's
