@@ -87,6 +87,9 @@ def parse_train_options(argv, description, hyp, suffix, launcher, deterministic_
     p.add_argument("--patience", type=non_negative_int, default=100,
                    help="stop after this many epochs without improvement (0: never)")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
+    p.add_argument("--val-period", type=positive_int, default=1, metavar="N",
+                   help="validate and checkpoint every N epochs and after the final one (on a GPU, validating 130 "
+                        "images can take longer than an epoch's training)")
     p.add_argument("--cos-lr", action="store_true", help="cosine learning-rate schedule")
     p.add_argument("--noautoanchor", action="store_true")
     p.add_argument("--seed", type=int, default=0)

@@ -19,6 +19,9 @@ the yardstick for the FGD gain (and, across frameworks, for a difference between
 --cheap is the protocol that measures FGD's effect over many seeds on a 2-core CPU (docs/protocol.md): synthetic data,
 small models, every run kind, about an hour a seed.
 
+--gpu is the full protocol in one call on one GPU (yolocore.study.gpu): runs side by side, --cache ram, validation
+every 10 epochs, workers sized to the cores, --pack DIR for the files to bring back.
+
 --teacher CKPT distils a teacher trained elsewhere (either tree's checkpoint, on the study's classes) instead of
 training one: the study then trains only the students.
 """
@@ -41,6 +44,7 @@ from yolocore.config import (
     write_text_atomically,
 )
 from yolocore.data.synthetic import make_synthetic_dataset
+from yolocore.study import gpu
 from yolocore.study.report import (
     RERUN_PERTURBATION,
     RUNS,
@@ -56,7 +60,7 @@ RUN_NAMES = tuple(RUNS)  # the order they run in: the FGD student needs the teac
 DEFAULT_RUNS = ("teacher", "student", "student_fgd")
 NWPU = str(ROOT / "data" / "NWPU.yaml")
 FULL = dict(data=NWPU, imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5s.yaml", student_cfg="yolov5n.yaml",
-            teacher_width=None, student_width=None, runs=DEFAULT_RUNS)
+            teacher_width=None, student_width=None, runs=DEFAULT_RUNS, workers=8, val_period=1)
 # What a 2-core CPU trains in about 1.5 h: a yolov5n teacher and a student at half its width, at imgsz 320.
 REDUCED = dict(FULL, imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_width=0.125)
 # FGD's effect and both calibrations over many seeds on a 2-core CPU, minutes a run: the same models on synthetic
@@ -65,6 +69,10 @@ REDUCED = dict(FULL, imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.y
 # of YOLOv5's 120, whose runs moved by several mAP50-95 from rounding alone (docs/protocol.md).
 CHEAP = dict(REDUCED, data="", imgsz=256, epochs=60, runs=RUN_NAMES, noval=True, cache="ram", nbs=16)
 CHEAP_DATA = dict(root=ROOT / "datasets" / "synthetic-cheap", n_train=128, n_val=128, imgsz=256, seed=0)
+# The full protocol in one call on one GPU (yolocore.study.gpu): the teacher, the student and its calibration run side
+# by side, then the FGD student; validated every 10 epochs, from images decoded once; workers sized to the cores.
+GPU = dict(FULL, runs=("teacher", "student", "student_rerun", "student_fgd"), cache="ram", val_period=10,
+           workers=None)
 CHECKED_OPTIONS = ("mode", "epochs", "imgsz", "batch_size", "seed", "perturb", "noamp")  # a reused run matches these
 OLDER_RUNS_LACK = {"perturb": 0.0, "noamp": False}  # options runs of older trees did not record, at their values
 
@@ -94,6 +102,10 @@ def parse_opt(argv=None, framework="pytorch"):
     preset.add_argument("--cheap", action="store_true",
                         help="CPU preset for many seeds (docs/protocol.md): the --reduced models on synthetic data, "
                              "imgsz 256, 60 epochs, --noval, --cache ram, every run kind")
+    preset.add_argument("--gpu", action="store_true",
+                        help="the full protocol in one call on one GPU (docs/study.md): teacher, student and "
+                             "student_rerun side by side, then student_fgd; --cache ram, --val-period 10, workers "
+                             "split across the cores")
     p.add_argument("--imgsz", type=positive_int, help=f"default {FULL['imgsz']}")
     p.add_argument("--batch-size", type=positive_int, help=f"default {FULL['batch_size']}")
     p.add_argument("--epochs", type=positive_int, help=f"default {FULL['epochs']}")
@@ -107,7 +119,8 @@ def parse_opt(argv=None, framework="pytorch"):
                    help="every run's nominal batch: a copy of the hyp with this nbs, written into the project "
                         "(default the hyp's own; --cheap: 16)")
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
-    p.add_argument("--workers", type=non_negative_int, default=8)
+    p.add_argument("--workers", type=non_negative_int, help="data-loading processes per run (default 8; with --gpu, "
+                                                            "the cores split among the runs side by side)")
     p.add_argument("--cache", nargs="?", const="ram", choices=("ram", "disk"),
                    help="train.py --cache: images decoded and resized once, for every run")
     p.add_argument("--project", default=f"runs/study/{framework}",
@@ -116,6 +129,11 @@ def parse_opt(argv=None, framework="pytorch"):
     p.add_argument("--repeats", type=positive_int, default=1,
                    help="student / FGD-student pairs, at seeds seed, seed+1, ...: the FGD gain over several seeds")
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch (no mAP curves)")
+    p.add_argument("--val-period", type=positive_int, metavar="N",
+                   help="validate every N epochs and after the last (default 1; with --gpu 10)")
+    p.add_argument("--pack", default="", metavar="DIR",
+                   help="with --gpu: then write the report and best weights into a few files in DIR "
+                        "(yolocore.study.pack)")
     p.add_argument("--noamp", action="store_true", help="train.py and val.py --noamp: " + NOAMP_HELP)
     p.add_argument("--force", action="store_true", help="retrain every run from scratch")
     p.add_argument("--runs", nargs="+", choices=RUN_NAMES,
@@ -124,9 +142,11 @@ def parse_opt(argv=None, framework="pytorch"):
                         f"student_rerun, student_fgd_rerun: the student, the FGD student again from weights moved by "
                         f"{RERUN_PERTURBATION} (noise); default {' '.join(DEFAULT_RUNS)}, with --cheap all")
     opt = p.parse_args(argv)
-    preset = CHEAP if opt.cheap else REDUCED if opt.reduced else FULL
+    if opt.pack and not opt.gpu:
+        p.error("--pack goes with --gpu; a study already written is packed by python -m yolocore.study.pack")
+    preset = GPU if opt.gpu else CHEAP if opt.cheap else REDUCED if opt.reduced else FULL
     for k, v in {"noval": False, "cache": "", **preset}.items():
-        if getattr(opt, k) in (None, False):  # not given (a flag not set): the preset's
+        if getattr(opt, k) is None or getattr(opt, k) is False:  # not given (a flag not set): the preset's
             setattr(opt, k, v)
     opt.runs = list(opt.runs)
     return opt
@@ -164,6 +184,7 @@ def run_plan(opt, suffix):
               "--project", opt.project, "--exist-ok"]
     common += ["--hyp", opt.hyp] if opt.hyp else []
     common += ["--noval"] if opt.noval else []
+    common += ["--val-period", str(opt.val_period)] if opt.val_period > 1 else []
     common += ["--noamp"] if opt.noamp else []
     common += ["--cache", opt.cache] if opt.cache else []
     student = model_cfg(opt.student_cfg, opt.student_width, opt.project)
@@ -252,7 +273,9 @@ def protocol_line(opt):
     teacher = f" The teacher, trained elsewhere: `{opt.teacher}`." if opt.teacher else ""
     return (f"{kind}: data `{opt.data}`, imgsz {opt.imgsz}, batch {opt.batch_size}, epochs {opt.epochs} (from "
             f"scratch), {seeds}, {Path(opt.hyp).name if opt.hyp else 'hyp.scratch-low.yaml'}"
-            f"{', --noval' if opt.noval else ''}{', --noamp' if opt.noamp else ''}.{teacher}")
+            f"{', --noval' if opt.noval else ''}"
+            f"{f', validated every {opt.val_period} epochs' if opt.val_period > 1 else ''}"
+            f"{', --noamp' if opt.noamp else ''}.{teacher}")
 
 
 def check_teacher(path, data):
@@ -285,6 +308,8 @@ def validate_run(tree, run_dir, opt):
 
 
 def main(tree, opt):
+    if opt.gpu:
+        return gpu.main(tree, opt)
     project = Path(opt.project)
     opt.hyp = study_hyp(opt, tree)
     if opt.hyp:  # a hyp without the FGD weights would otherwise fail when the FGD student starts, hours in

@@ -175,12 +175,13 @@ def train_one_epoch(run, epoch, tree):
 
 
 def end_epoch(run, epoch, losses, started, tree):
-    """On rank 0: validate (unless --noval), log the epoch and its time (since `started`), save the last and best
-    checkpoints. True, on every process, when patience runs out."""
+    """On rank 0: validate (every --val-period epochs and after the last; only then with --noval), log the epoch and
+    its time (since `started`), save the last and best checkpoints (every --val-period epochs and after the last).
+    True, on every process, when patience runs out."""
     if run.rank != 0:
         return tree.broadcast_flag(False)
     opt, weights_dir = run.opt, run.save_dir / "weights"
-    measured = not opt.noval or epoch + 1 == opt.epochs
+    measured = epoch + 1 == opt.epochs or (not opt.noval and (epoch + 1) % opt.val_period == 0)
     if measured:
         metrics, _ = tree.validate.run(run.ema.ema, run.val_loader, run.names, run.device,
                                        compute_loss=run.compute_loss, amp=run.amp)
@@ -193,14 +194,19 @@ def end_epoch(run, epoch, losses, started, tree):
     run.tensorboard.scalars(row, epoch)
     run.tensorboard.flush()  # an epoch's figures are on disk when it ends, for a TensorBoard watching the run
     add_epoch(run.training, time.time() - started)
-    # Without validation the newest weights are the best guess, and patience has nothing to count. best_fitness
-    # starts below any fitness, so the first validated epoch is best even at 0 (the last one, with --noval).
-    if not measured or fit > run.best_fitness:
-        run.best_fitness = max(fit, run.best_fitness) if measured else run.best_fitness
+    # Checkpoints are written every --val-period epochs too: a yolov5s checkpoint takes 0.1-0.6 s to write, as much
+    # as a GPU epoch's training, and a run that dies loses at most the epochs since its last validation.
+    checkpointed = epoch + 1 == opt.epochs or (epoch + 1) % opt.val_period == 0
+    # With --noval the newest weights are the best guess, and patience has nothing to count; between the validations
+    # of --val-period the best stays the last validated one. best_fitness starts below any fitness, so the first
+    # validated epoch is best even at 0 (the last one, with --noval).
+    if (opt.noval and checkpointed and not measured) or (measured and fit > run.best_fitness):
+        run.best_fitness = fit if measured else run.best_fitness
         run.best_epoch = epoch
         tree.save_checkpoint(make_checkpoint(run, epoch, tree), weights_dir / f"best{tree.SUFFIX}")
-    tree.save_checkpoint(make_checkpoint(run, epoch, tree), weights_dir / f"last{tree.SUFFIX}")
     stop = patience_ran_out(epoch, run.best_epoch, opt.patience)
+    if checkpointed or stop:
+        tree.save_checkpoint(make_checkpoint(run, epoch, tree), weights_dir / f"last{tree.SUFFIX}")
     if stop:
         print(f"Stopping early: no improvement in the last {opt.patience} epochs (best epoch {run.best_epoch + 1})")
     return tree.broadcast_flag(stop)

@@ -124,6 +124,7 @@ def resume_options(opt, tree):
     resumed.cache = opt.cache or vars(resumed).get("cache", "")
     resumed.sync_bn = opt.sync_bn or vars(resumed).get("sync_bn", False)
     resumed.noamp = vars(resumed).get("noamp", False)  # the run's own precision, also when --noamp is given now
+    resumed.val_period = vars(resumed).get("val_period", 1)  # runs of older trees validated every epoch
     return resumed, ckpt
 
 
