@@ -140,6 +140,8 @@ def test_lockstep_training_gives_the_same_losses_and_weights(tmp_path, data, hyp
     torch_run, jt_run = setup_both(tmp_path, data, hyp, *args)
     initial = copy_state(torch_run.model)
     initial_fgd = copy_state(torch_run.fgd) if mode == "KD" else None
+    frozen = {"torch": copy_state(torch_run.teacher), "jittor": jt_state_dict_to_numpy(jt_run.teacher.state_dict())} \
+        if mode == "KD" else None
     torch_losses, jt_losses = [], []
     for epoch in range(EPOCHS):
         torch_losses.append(loop.train_one_epoch(torch_run, epoch, torch_train))
@@ -153,6 +155,12 @@ def test_lockstep_training_gives_the_same_losses_and_weights(tmp_path, data, hyp
     assert_states_close(torch_run.ema.ema, jt_run.ema.ema, initial, "ema")
     if mode == "KD":
         assert_states_close(torch_run.fgd, jt_run.fgd, initial_fgd, "fgd")
+        # the teacher neither learns nor updates its BatchNorm statistics, in either tree
+        for tree, state in (("torch", copy_state(torch_run.teacher)),
+                            ("jittor", jt_state_dict_to_numpy(jt_run.teacher.state_dict()))):
+            for k, v in state.items():
+                np.testing.assert_array_equal(v, frozen[tree][k], err_msg=f"{tree} teacher {k}")
+        assert not torch_run.teacher.training and not jt_run.teacher.is_training()
     assert not np.allclose(copy_state(torch_run.model)["model.0.conv.weight"], initial["model.0.conv.weight"])
 
 
