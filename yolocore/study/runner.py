@@ -308,10 +308,10 @@ def validate_run(tree, run_dir, opt):
 
 
 def main(tree, opt):
+    opt.hyp = study_hyp(opt, tree)  # before --gpu's children start: they read the one copy, none writes its own
     if opt.gpu:
         return gpu.main(tree, opt)
     project = Path(opt.project)
-    opt.hyp = study_hyp(opt, tree)
     if opt.hyp:  # a hyp without the FGD weights would otherwise fail when the FGD student starts, hours in
         load_hyp(opt.hyp, kd=bool({"student_fgd", "student_fgd_rerun"} & set(opt.runs)))
     if not opt.data:
