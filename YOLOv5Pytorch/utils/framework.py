@@ -112,8 +112,8 @@ def _cpu_flags():
 
 def _cpu_native_bfloat16():
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX). Only there does bfloat16 autocast pay:
-    oneDNN then runs convolutions in bfloat16 (1.5-1.9x faster training steps, docs/speed.md); elsewhere it emulates
-    them by converting to float32, slower than float32 itself. torch.backends.cpu.get_cpu_capability() says only
+    oneDNN then runs convolutions in bfloat16 (faster training steps, docs/speed.md); elsewhere it emulates them by
+    converting to float32, slower than float32 itself. torch.backends.cpu.get_cpu_capability() says only
     'AVX512', which does not tell the two apart."""
     return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
