@@ -185,7 +185,7 @@ def measure(cfg, args):
     val_loader, _ = create_dataloader(data["val"], args.imgsz, args.batch_size, data["nc"], workers=args.workers,
                                       prefix="bench val: ", cache_images=bool(args.cache), rect=True)
     val_loader = FirstBatches(val_loader, args.val_batches or len(val_loader))
-    val = timed(device, validate.run, evaluated, val_loader, data["names"], device, 0.001, 0.6, amp=run.amp)
+    val = timed(device, lambda: validate.run(evaluated, val_loader, data["names"], device, 0.001, 0.6, amp=run.amp))
     return dict(cfg=cfg, params=count_parameters(model), step_s=step, train_ips=im.shape[0] / step,
                 e2e_ips=e2e_images / e2e, e2e_batches=batches, fwd_ips=im.shape[0] / forward,
                 val_ips=val_loader.images / val, val_images=val_loader.images, peak_mib=peak_memory_mib(device),
