@@ -101,7 +101,7 @@ def train_step(run, imgs, targets, kd_weight):
             # The frozen teacher first: it frees its activations as it goes, so its peak does not add up with
             # the activations the student keeps for the backward pass.
             with jt.no_grad():
-                t_feats = run.teacher(im, feature_layers=run.opt.kd_layers)[1]
+                t_feats = run.teacher.features(im, run.opt.kd_layers)
             preds, s_feats = run.parallel_model(im, feature_layers=run.opt.kd_layers)
         loss, items = run.compute_loss(preds, targets)
         # YOLOv5's loss is summed over this process's images and the processes average their gradients:

@@ -22,9 +22,9 @@ from YOLOv5Pytorch.utils.nms import non_max_suppression
 
 
 def run(model, dataloader, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, compute_loss=None,
-        save_dir=None, plots=False, verbose=False, save_json=False, amp=True):
-    """yolocore.evaluation.validation.validate with this tree's model, NMS and loss; amp=False keeps float32 where
-    the tree would use mixed precision."""
+        save_dir=None, plots=False, verbose=False, save_json=False, amp=False):
+    """yolocore.evaluation.validation.validate with this tree's model, NMS and loss; amp (framework.mixed_precision's
+    answer) runs the forward under autocast."""
     model.eval()
 
     @torch.no_grad()

@@ -80,7 +80,8 @@ def step(tree, opt):
     """The loss items, distilled student maps and gradients (name -> array) of one step in one tree."""
     argv = ["--weights", opt.weights, "--data", opt.data, "--imgsz", str(opt.imgsz), "--batch-size",
             str(opt.batch_size), "--epochs", str(opt.epochs), "--seed", str(opt.seed), "--workers", "0",
-            "--project", opt.project, "--name", tree.name, "--exist-ok", "--noautoanchor", "--mode", opt.mode]
+            "--project", opt.project, "--name", tree.name, "--exist-ok", "--noautoanchor", "--mode", opt.mode,
+            "--noamp"]  # float32 in both trees, the PyTorch teacher included
     argv += ["--teacher", opt.teacher] if opt.mode == "KD" else []
     run = loop.setup(tree.train.parse_opt(argv), tree.train)
     model, fgd = run.model, run.fgd
@@ -98,7 +99,7 @@ def step(tree, opt):
     layers = run.opt.kd_layers
     if fgd is not None:
         with tree.no_grad():
-            t_feats = run.teacher(im, feature_layers=layers)[1]
+            t_feats = run.teacher.features(im, layers)
     preds, s_feats = model(im, feature_layers=layers)
     loss, items = run.compute_loss(preds, targets)
     items = list(tree.numpy(items))

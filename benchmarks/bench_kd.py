@@ -47,29 +47,28 @@ from YOLOv5Pytorch.KD.distiller import build_fgd, load_teacher
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.models.yolo import Model
 from YOLOv5Pytorch.utils.checkpoint import save_checkpoint
-from YOLOv5Pytorch.utils.framework import autocast, init_seeds, select_device
+from YOLOv5Pytorch.utils.framework import autocast, init_seeds, mixed_precision, select_device
 
 FGD_SHARE_GOAL = 0.10
 
 
 def teacher_forward(teacher, im, layers):
-    with torch.no_grad(), autocast(im.device):
-        return teacher(im, feature_layers=layers)[1]
+    with torch.no_grad():
+        return teacher.features(im, layers)
 
 
 def fgd_step(fgd: FGDLoss, student_feats, teacher_feats, targets):
     for f in student_feats:
         f.grad = None
-    with autocast(student_feats[0].device):
-        loss, _ = fgd(student_feats, teacher_feats, targets)
+    loss, _ = fgd(student_feats, teacher_feats, targets)  # float32 under any autocast (FGDLoss)
     loss.backward()
 
 
 def kd_step(run, teacher, im, targets, layers, kd_weight):
     """The --mode KD body of train.py's train_step, stepping the optimizer every time."""
-    with autocast(im.device):
+    with autocast(im.device, run.amp):
         with torch.no_grad():
-            t_feats = teacher(im, feature_layers=layers)[1]
+            t_feats = teacher.features(im, layers)
         preds, s_feats = run.model(im, feature_layers=layers)
         loss, items = run.compute_loss(preds, targets)
         kd_loss, kd_terms = run.fgd(s_feats, t_feats, targets)
@@ -79,12 +78,12 @@ def kd_step(run, teacher, im, targets, layers, kd_weight):
     optimizer_step(run)
 
 
-def teacher_from_checkpoint(cfg, names, device, folder):
+def teacher_from_checkpoint(cfg, names, device, folder, amp):
     """A random-weight teacher saved and loaded through distiller.load_teacher, so it is set up as in KD runs."""
     model = Model(cfg, nc=len(names))
     path = Path(folder) / "teacher.pt"
     save_checkpoint({"model": model.state_dict(), "yaml": model.yaml, "nc": len(names), "names": list(names)}, path)
-    return load_teacher(path, names, device)
+    return load_teacher(path, names, device, amp)
 
 
 def parse_args(argv=None):
@@ -99,6 +98,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
     p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--noamp", action="store_true", help="float32 throughout (train.py)")
+    precision.add_argument("--amp", action="store_true", help="the student under bfloat16 autocast on a CPU that has "
+                           "it (train.py --amp), the teacher in low precision with it")
     return p.parse_args(argv)
 
 
@@ -116,19 +119,22 @@ def main():
     names = data["names"]
     init_seeds(0)
     student = Model(args.student, nc=data["nc"]).to(device).train()
+    amp = mixed_precision(device, args.noamp, args.amp)
     with tempfile.TemporaryDirectory() as tmp:
-        teacher = teacher_from_checkpoint(args.teacher, names, device, tmp)
+        teacher = teacher_from_checkpoint(args.teacher, names, device, tmp, amp)
     fgd = build_fgd(student, teacher, args.layers, hyp, args.imgsz, device).train()
-    plain = trainer(student, hyp, data["nc"], args.imgsz, args.batch_size, device)
-    distil = trainer(student, hyp, data["nc"], args.imgsz, args.batch_size, device, [fgd])
+    plain = trainer(student, hyp, data["nc"], args.imgsz, args.batch_size, device, amp)
+    distil = trainer(student, hyp, data["nc"], args.imgsz, args.batch_size, device, amp, [fgd])
     distil.fgd = fgd
     im, targets = memory_batch(data, hyp, args.imgsz, args.batch_size, device)
-    with autocast(device):
+    with autocast(device, amp):
         s_feats = [f.detach().requires_grad_() for f in student(im, feature_layers=args.layers)[1]]
     t_feats = teacher_forward(teacher, im, args.layers)
 
     print(f"bench_kd: {args.student} student, {args.teacher} teacher, layers {args.layers}, imgsz {args.imgsz}, "
-          f"batch {args.batch_size} ({len(targets)} boxes), device {device}; {environment_text(device)}")
+          f"batch {args.batch_size} ({len(targets)} boxes), device {device}, student "
+          f"{'under autocast' if amp else 'float32'}, teacher {next(teacher.parameters()).dtype}; "
+          f"{environment_text(device)}")
     print(f"  feature maps: student {[tuple(f.shape[1:]) for f in s_feats]}, "
           f"teacher {[tuple(f.shape[1:]) for f in t_feats]}")
     print(f"  median of {args.iters} round-robin rounds after {args.warmup} warm-up; {load_text()}", flush=True)

@@ -48,7 +48,15 @@ from YOLOv5Pytorch import val as validate
 from YOLOv5Pytorch.models.yolo import Model, count_parameters
 from YOLOv5Pytorch.train import TREE, build_optimizer, optimizer_step
 from YOLOv5Pytorch.utils.dataloader import create_dataloader, set_epoch
-from YOLOv5Pytorch.utils.framework import ModelEMA, autocast, grad_scaler, images_to_tensor, init_seeds, select_device
+from YOLOv5Pytorch.utils.framework import (
+    ModelEMA,
+    autocast,
+    grad_scaler,
+    images_to_tensor,
+    init_seeds,
+    mixed_precision,
+    select_device,
+)
 from YOLOv5Pytorch.utils.loss import ComputeLoss
 
 HYP = TREE / "hyp.scratch-low.yaml"
@@ -96,18 +104,19 @@ def memory_batch(data, hyp, imgsz, batch_size, device):
     return images_to_tensor(imgs, device), targets.to(device)
 
 
-def trainer(model, hyp, nc, imgsz, batch_size, device, extra_modules=()):
+def trainer(model, hyp, nc, imgsz, batch_size, device, amp, extra_modules=()):
     """The parts of a yolocore.training.run.Run that train.py's optimizer_step needs, built with train.py's own
-    functions."""
+    functions; amp is framework.mixed_precision's answer."""
     trained = [model, *extra_modules]
     optimizer = build_optimizer(trained, hyp, scaled_weight_decay(hyp, batch_size))
-    return SimpleNamespace(model=model, optimizer=optimizer, scaler=grad_scaler(device), ema=ModelEMA(model),
+    return SimpleNamespace(model=model, optimizer=optimizer, scaler=grad_scaler(device, amp), ema=ModelEMA(model),
+                           amp=amp,
                            compute_loss=ComputeLoss(model, loss_gains(hyp, model.model[-1].nl, nc, imgsz)))
 
 
 def train_step(run, im, targets):
     """The plain (non-KD) body of train.py's train_step, stepping the optimizer every time."""
-    with autocast(im.device):
+    with autocast(im.device, run.amp):
         loss, _ = run.compute_loss(run.model(im), targets)
     run.scaler.scale(loss).backward()
     optimizer_step(run)
@@ -141,8 +150,8 @@ class FirstBatches:
         return itertools.islice(iter(self.loader), self.n)
 
 
-def eval_forward(model, im):
-    with torch.no_grad(), autocast(im.device):
+def eval_forward(model, im, amp):
+    with torch.no_grad(), autocast(im.device, amp):
         model(im)
 
 
@@ -155,7 +164,8 @@ def measure(cfg, args):
     data, hyp = data_and_hyp(args.data)
     init_seeds(0)
     model = Model(cfg, nc=data["nc"]).to(device).train()
-    run = trainer(model, hyp, data["nc"], args.imgsz, args.batch_size, device)
+    run = trainer(model, hyp, data["nc"], args.imgsz, args.batch_size, device,
+                  mixed_precision(device, args.noamp, args.amp))
     im, targets = memory_batch(data, hyp, args.imgsz, args.batch_size, device)
     step_times = [timed(device, train_step, run, im, targets) for _ in range(args.warmup + args.iters)]
     step = statistics.median(step_times[args.warmup:])
@@ -169,11 +179,12 @@ def measure(cfg, args):
     e2e = timed(device, epoch_steps, run, loader, device, batches)
 
     evaluated = run.ema.ema.eval()
-    forward = statistics.median([timed(device, eval_forward, evaluated, im) for _ in range(args.iters + 1)][1:])
+    forwards = [timed(device, eval_forward, evaluated, im, run.amp) for _ in range(args.iters + 1)]
+    forward = statistics.median(forwards[1:])
     val_loader, _ = create_dataloader(data["val"], args.imgsz, args.batch_size, data["nc"], workers=args.workers,
                                       prefix="bench val: ", cache_images=bool(args.cache), rect=True)
     val_loader = FirstBatches(val_loader, args.val_batches or len(val_loader))
-    val = timed(device, validate.run, evaluated, val_loader, data["names"], device, 0.001, 0.6)
+    val = timed(device, lambda: validate.run(evaluated, val_loader, data["names"], device, 0.001, 0.6, amp=run.amp))
     return dict(cfg=cfg, params=count_parameters(model), step_s=step, train_ips=im.shape[0] / step,
                 e2e_ips=e2e_images / e2e, e2e_batches=batches, fwd_ips=im.shape[0] / forward,
                 val_ips=val_loader.images / val, val_images=val_loader.images, peak_mib=peak_memory_mib(device),
@@ -184,7 +195,8 @@ def run_child(cfg, args):
     """measure(cfg) in a fresh interpreter; its chatter is shown only if it fails."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("cfgs", "child_out")]
+        flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in vars(args).items()
+                 if k not in ("cfgs", "child_out") and v is not False]
         cmd = [sys.executable, str(Path(__file__).resolve()), "--cfgs", cfg, "--child-out", str(result), *flags]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
@@ -208,6 +220,9 @@ def parse_args(argv=None):
     p.add_argument("--data", default="", help="dataset yaml; empty = the built-in synthetic dataset")
     p.add_argument("--cache", nargs="?", const="ram", default="", choices=("", "ram", "disk"),
                    help="images from train.py --cache's image cache")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--noamp", action="store_true", help="float32 on CUDA too (train.py --noamp)")
+    precision.add_argument("--amp", action="store_true", help="bfloat16 autocast on a CPU that has it (train.py --amp)")
     p.add_argument("--child-out", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -219,6 +234,7 @@ def main():
         return
     data_and_hyp(args.data)  # build the synthetic set once, before the children race to it
     print(f"bench_train: imgsz {args.imgsz}, batch {args.batch_size}, device {args.device}, "
+          f"{'--amp, ' if args.amp else '--noamp, ' if args.noamp else ''}"
           f"median of {args.iters} steps after {args.warmup} warm-up; {load_text()}")
     rows = []
     for cfg in args.cfgs:

@@ -55,8 +55,10 @@ def _int_at_least(text, low):
 
 
 DEFAULT_CFG = "yolov5s.yaml"
-NOAMP_HELP = ("float32 on CUDA too, without mixed precision (the PyTorch tree's default there; the Jittor tree always "
-              "runs float32): for comparing the two trees like with like")
+NOAMP_HELP = ("float32 everywhere, a KD teacher included: no mixed precision on CUDA (the PyTorch tree's default "
+              "there; the Jittor tree always runs float32), for comparing the two trees like with like")
+AMP_HELP = ("PyTorch tree: mixed precision on the CPU too, bfloat16 autocast, where the CPU has native bfloat16 "
+            "(avx512_bf16 or amx_bf16; float32 elsewhere). Faster, opt-in (docs/speed.md); Jittor runs float32")
 
 
 def parse_train_options(argv, description, hyp, suffix, launcher, deterministic_help):
@@ -97,7 +99,9 @@ def parse_train_options(argv, description, hyp, suffix, launcher, deterministic_
                    help="calibration run: starting weights x (1 + SCALE N(0, 1)); 1e-7 is float32 rounding")
     p.add_argument("--sync-bn", action="store_true", help=f"BatchNorm statistics over all processes ({launcher})")
     p.add_argument("--deterministic", action="store_true", help=deterministic_help)
-    p.add_argument("--noamp", action="store_true", help=NOAMP_HELP)
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--noamp", action="store_true", help=NOAMP_HELP)
+    precision.add_argument("--amp", action="store_true", help=AMP_HELP)
     opt = p.parse_args(argv)
     if opt.mode == "KD" and not opt.teacher and not opt.resume:
         p.error("--mode KD needs --teacher CKPT")
@@ -124,7 +128,9 @@ def parse_val_options(argv, description):
     p.add_argument("--save-json", action="store_true",
                    help="also evaluate as COCO does (pycocotools: AP, AP50, AP75, AP small/medium/large, AR) "
                    "and write annotations.json, predictions.json and coco.csv")
-    p.add_argument("--noamp", action="store_true", help=NOAMP_HELP)
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--noamp", action="store_true", help=NOAMP_HELP)
+    precision.add_argument("--amp", action="store_true", help=AMP_HELP)
     return p.parse_args(argv)
 
 

@@ -6,8 +6,9 @@ from YOLOv5Jittor.KD.fgd import FGDLoss
 from YOLOv5Jittor.utils.checkpoint import load_checkpoint, model_from_checkpoint
 
 
-def load_teacher(path, names, device):
-    """The teacher network in eval mode, frozen; its classes must be the dataset's."""
+def load_teacher(path, names, device, amp=False):
+    """The teacher network in eval mode, frozen, in float32 (amp: for the PyTorch signature; this tree has no
+    low precision); its classes must be the dataset's."""
     ckpt = load_checkpoint(path)
     check_teacher_classes(path, ckpt, names)
     teacher = model_from_checkpoint(ckpt, device)
@@ -26,7 +27,7 @@ def build_fgd(student, teacher, layers, hyp, imgsz, device):
     with jt.no_grad():
         probe = jt.zeros((1, 3, imgsz, imgsz))
         s_feats = student(probe, feature_layers=layers)[1]
-        t_feats = teacher(probe, feature_layers=layers)[1]
+        t_feats = teacher.features(probe, layers)
     if was_training:
         student.train()
     student.model[-1].reset_grid()

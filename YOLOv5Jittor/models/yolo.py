@@ -60,6 +60,11 @@ class Model(nn.Module):
         preds, feats = run_layers(self.model, x, self.save, feature_layers or ())
         return (preds, feats) if feature_layers else preds
 
+    def features(self, x, layers):
+        """The outputs of layers alone, from a pass that stops after the last of them (a frozen KD teacher needs no
+        Detect head). Float32 like every Var of this tree."""
+        return run_layers(self.model, x, self.save, layers, features_only=True)[1]
+
     def _initialize_biases(self):
         # Objectness and class priors from the YOLOv5 paper notes: ~8 objects per 640 image, uniform classes.
         m = self.model[-1]

@@ -95,16 +95,17 @@ def init_seeds(seed=0, deterministic=False):
     jt.set_global_seed(seed, different_seed_for_mpi=False)
 
 
-def mixed_precision(device, noamp=False):
-    """Never: this tree trains and validates in float32, on a GPU too (mixed precision is a PyTorch-tree feature)."""
+def mixed_precision(device, noamp=False, amp=False):
+    """Never: this tree trains and validates in float32, on a GPU too (mixed precision is a PyTorch-tree feature;
+    Jittor's CPU kernels have no bfloat16, docs/speed.md)."""
     return False
 
 
-def autocast(device, enabled=True):
+def autocast(device, enabled):
     return contextlib.nullcontext()
 
 
-def grad_scaler(device, enabled=True):
+def grad_scaler(device, enabled):
     """None: without float16 there are no gradients to scale."""
     return None
 

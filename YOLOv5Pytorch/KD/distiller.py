@@ -4,13 +4,15 @@ import torch
 from yolocore.training.distillation import check_equal_maps, check_kd_layers, check_teacher_classes, fgd_options
 from YOLOv5Pytorch.KD.fgd import FGDLoss
 from YOLOv5Pytorch.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from YOLOv5Pytorch.utils.framework import teacher_precision
 
 
-def load_teacher(path, names, device):
-    """The teacher network in eval mode, frozen; its classes must be the dataset's."""
+def load_teacher(path, names, device, amp=False):
+    """The teacher network in eval mode, frozen, in framework.teacher_precision (the device's low precision when the
+    run trains under mixed precision, else float32); its classes must be the dataset's."""
     ckpt = load_checkpoint(path)
     check_teacher_classes(path, ckpt, names)
-    teacher = model_from_checkpoint(ckpt, device)
+    teacher = model_from_checkpoint(ckpt, device).to(teacher_precision(device, amp))
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
@@ -26,7 +28,7 @@ def build_fgd(student, teacher, layers, hyp, imgsz, device):
     with torch.no_grad():
         probe = torch.zeros(1, 3, imgsz, imgsz, device=device)
         s_feats = student(probe, feature_layers=layers)[1]
-        t_feats = teacher(probe, feature_layers=layers)[1]
+        t_feats = teacher.features(probe, layers)
     student.train(was_training)
     student.model[-1].reset_grid()
     check_equal_maps(layers, [f.shape for f in s_feats], [f.shape for f in t_feats], "distil")

@@ -36,6 +36,12 @@ class Conv(nn.Module):
         self.act = nn.SiLU() if act else nn.Identity()
 
     def forward(self, x):
+        if self.conv.stride != (1, 1) and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+            # Float32 for strided convolutions when CPU autocast trains: oneDNN's bfloat16 backward of these is
+            # 3-4x slower than float32's (a yolov5n step at 320 was 1.3x slower in bfloat16 than in float32 with
+            # them, 1.15x faster without; docs/speed.md), while their forward and stride-1 convolutions gain.
+            with torch.autocast("cpu", enabled=False):
+                return self.act(self.bn(self.conv(x.float())))
         return self.act(self.bn(self.conv(x)))
 
 

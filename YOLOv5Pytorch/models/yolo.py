@@ -56,6 +56,12 @@ class Model(nn.Module):
         preds, feats = run_layers(self.model, x, self.save, feature_layers or ())
         return (preds, feats) if feature_layers else preds
 
+    def features(self, x, layers):
+        """The outputs of layers alone, in float32, from a pass that stops after the last of them (a frozen KD teacher
+        needs no Detect head). x is cast to the model's dtype: a teacher may run in low precision."""
+        feats = run_layers(self.model, x.to(next(self.parameters()).dtype), self.save, layers, features_only=True)[1]
+        return [f.float() for f in feats]
+
     def _initialize_biases(self):
         # Objectness and class priors from the YOLOv5 paper notes: ~8 objects per 640 image, uniform classes.
         m = self.model[-1]

@@ -3,6 +3,7 @@ tensors <-> numpy."""
 import math
 import os
 from copy import deepcopy
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -102,18 +103,58 @@ def init_seeds(seed=0, deterministic=False):
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
 
 
-def mixed_precision(device, noamp=False):
-    """Whether to train and validate under autocast: on CUDA unless --noamp. Not on the CPU, where bf16 autocast
-    changes numerics without a speed-up here."""
-    return device.type == "cuda" and not noamp
+def _cpu_flags():
+    """The CPU's feature flags as /proc/cpuinfo lists them; empty where there is no such file (not Linux)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
 
 
-def autocast(device, enabled=True):
-    return torch.autocast(device_type=device.type, enabled=enabled and mixed_precision(device))
+def _cpu_native_bfloat16():
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX). Only there does bfloat16 autocast pay:
+    oneDNN then runs convolutions in bfloat16 (faster training steps, docs/speed.md); elsewhere it emulates them by
+    converting to float32, slower than float32 itself. torch.backends.cpu.get_cpu_capability() says only
+    'AVX512', which does not tell the two apart."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def grad_scaler(device, enabled=True):
-    return torch.amp.GradScaler("cuda", enabled=enabled and mixed_precision(device))
+def _low_precision(device):
+    """The dtype mixed precision computes in: float16 on CUDA (with a GradScaler, as ultralytics trains), bfloat16
+    on the CPU (float32's range, so no loss scaling), or None where the device has neither natively."""
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if device.type == "cpu" and _cpu_native_bfloat16() else None
+
+
+def mixed_precision(device, noamp=False, amp=False):
+    """Whether to train and validate under autocast: on CUDA unless --noamp; on the CPU only with --amp, and only on
+    a CPU with native bfloat16. Opt-in there because its accuracy against float32 was not shown to hold beyond the
+    noise of short runs (docs/speed.md)."""
+    if noamp or device.type != "cuda" and not amp:
+        return False
+    if _low_precision(device) is None:
+        print(f"WARNING --amp: this {device.type} has no native bfloat16 (avx512_bf16, amx_bf16); float32")
+        return False
+    return True
+
+
+def teacher_precision(device, amp=False):
+    """The dtype a frozen KD teacher runs in: the device's low precision when the run trains under mixed precision
+    (amp: mixed_precision's answer), its features handed to FGD in float32; else float32. Tied to the student's
+    precision, not on by itself: FGD's loss moved 11 % a batch with a bfloat16 teacher (docs/speed.md), and a float32
+    run must stay comparable with the Jittor tree's."""
+    return (_low_precision(device) or torch.float32) if amp else torch.float32
+
+
+def autocast(device, enabled):
+    """Autocast in the device's low precision when enabled (mixed_precision's answer), a no-op otherwise."""
+    enabled = enabled and _low_precision(device) is not None
+    return torch.autocast(device_type=device.type, dtype=_low_precision(device) if enabled else None, enabled=enabled)
+
+
+def grad_scaler(device, enabled):
+    """Loss scaling for float16 on CUDA; bfloat16 has float32's exponent range and needs none."""
+    return torch.amp.GradScaler("cuda", enabled=enabled and torch.device(device).type == "cuda")
 
 
 def images_to_tensor(imgs, device):

@@ -23,6 +23,9 @@ ONE_SIDED_NAMES = {
     # torch's DataLoader subclassed, with a collate into shared-memory tensors; Jittor's Dataset would make Vars in
     # its workers, so that tree has a loader of its own. Both build it through create_dataloader.
     "utils/dataloader.py": ({"WorkerDataLoader", "collate", "as_tensors"}, {"DataLoader"}),
+    # The KD teacher's low precision (bfloat16 or float16): Jittor's CPU kernels have no bfloat16 (docs/speed.md), so
+    # that tree's teacher runs float32 like the rest of it.
+    "utils/framework.py": ({"teacher_precision"}, set()),
 }
 
 

@@ -68,7 +68,7 @@ def setup_both(tmp_path, data, hyp, *args):
     """Both trees' runs from the same options and seed, checked to start from the same weights, to the bit: the
     student (its AutoAnchor anchors too), its EMA and the FGD modules."""
     argv = ["--data", data, "--hyp", hyp, "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--epochs", "30",
-            "--seed", "11", *args]
+            "--seed", "11", "--noamp", *args]  # --noamp: float32 in both trees, the PyTorch KD teacher included
     torch_run = loop.setup(torch_train.parse_opt([*argv, "--project", str(tmp_path / "torch")]), torch_train)
     jt_run = loop.setup(jt_train.parse_opt([*argv, "--project", str(tmp_path / "jittor")]), jt_train)
     for part in (lambda run: run.model, lambda run: run.ema.ema, lambda run: run.fgd):

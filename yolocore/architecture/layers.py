@@ -86,10 +86,11 @@ def model_yaml(cfg, nc=None, anchors=None):
     return yaml
 
 
-def run_layers(layers, x, save, feature_layers=()):
+def run_layers(layers, x, save, feature_layers=(), features_only=False):
     """YOLOv5's pass through its layer graph, in either framework: each layer takes the previous layer's output
     (source -1) or the kept outputs it names; save lists the layers whose outputs a later layer takes. Returns (the
-    last layer's output, the outputs of feature_layers, from the same pass)."""
+    last layer's output, the outputs of feature_layers, from the same pass). features_only stops after the last of
+    feature_layers and returns (None, their outputs): a frozen KD teacher needs no Detect head."""
     bad = [i for i in feature_layers if not 0 <= i < len(layers) - 1]
     if bad:
         raise ValueError(f"feature layers {bad} do not exist: this model has layers 0..{len(layers) - 2} before Detect")
@@ -100,5 +101,7 @@ def run_layers(layers, x, save, feature_layers=()):
         x = m(x)
         if m.i in feature_layers:
             feats[m.i] = x
+            if features_only and len(feats) == len(set(feature_layers)):
+                return None, [feats[i] for i in feature_layers]
         y.append(x if m.i in save else None)
     return x, [feats[i] for i in feature_layers]

@@ -159,6 +159,6 @@ def val_main(opt, select_device, load_model, create_dataloader, run, mixed_preci
     save_dir.mkdir(parents=True, exist_ok=True)
     results, _ = run(model, loader, data["names"], device, opt.conf_thres, opt.iou_thres, opt.max_det,
                      save_dir=save_dir, plots=True, verbose=True, save_json=opt.save_json,
-                     amp=mixed_precision(device, opt.noamp))
+                     amp=mixed_precision(device, opt.noamp, opt.amp))
     print(f"Results saved to {save_dir}")
     return results

@@ -89,7 +89,8 @@ def build_run(opt, tree, ckpt, save_dir, rank, world_size, device):
     model = build_model(opt, data, device, ckpt, tree)
     if opt.sync_bn:
         model = tree.sync_batchnorm(model, device)
-    teacher = tree.load_teacher(opt.teacher, names, device) if opt.mode == "KD" else None
+    amp = tree.mixed_precision(device, opt.noamp, opt.amp)
+    teacher = tree.load_teacher(opt.teacher, names, device, amp) if opt.mode == "KD" else None
     fgd = tree.build_fgd(model, teacher, opt.kd_layers, hyp, opt.imgsz, device) if teacher is not None else None
     with main_process_first(rank, tree.barrier):
         train_loader, dataset = tree.create_dataloader(
@@ -113,7 +114,6 @@ def build_run(opt, tree, ckpt, save_dir, rank, world_size, device):
             tree.autoanchor(model, dataset, hyp, opt.imgsz, opt.seed)
 
     trained = [model] + ([fgd] if fgd is not None else [])
-    amp = tree.mixed_precision(device, opt.noamp)
     # The FGD module's align convs and GcBlocks train too, their gradients averaged over processes like the
     # student's. Checkpoints take the unwrapped modules.
     run = Run(opt=opt, hyp=hyp, save_dir=save_dir, names=names, rank=rank, world_size=world_size, device=device,

@@ -27,7 +27,7 @@ class Backend(Protocol):
     init_seeds: Callable  # (seed, deterministic)
     sync_batchnorm: Callable  # (model, device) -> model
     parallel: Callable  # (module, device) -> what the training step calls
-    mixed_precision: Callable  # (device, noamp) -> whether to train under autocast
+    mixed_precision: Callable  # (device, noamp, amp) -> whether to train under autocast
     grad_scaler: Callable  # (device, amp) -> the loss scaler (None where the tree has none)
     state_dict_to_numpy: Callable
     state_dict_from_numpy: Callable
@@ -42,7 +42,7 @@ class Backend(Protocol):
     save_checkpoint: Callable
     create_dataloader: Callable
     ComputeLoss: Callable  # (model, gains)
-    load_teacher: Callable  # (path, names, device)
+    load_teacher: Callable  # (path, names, device, amp) -> the frozen teacher, in low precision under amp
     build_fgd: Callable  # (student, teacher, layers, hyp, imgsz, device)
     # the training proper (train.py)
     build_optimizer: Callable  # (modules, hyp, weight_decay) -> SGD with YOLOv5's three groups
@@ -125,6 +125,7 @@ def resume_options(opt, tree):
     resumed.sync_bn = opt.sync_bn or vars(resumed).get("sync_bn", False)
     resumed.noamp = vars(resumed).get("noamp", False)  # the run's own precision, also when --noamp is given now
     resumed.val_period = vars(resumed).get("val_period", 1)  # runs of older trees validated every epoch
+    resumed.amp = vars(resumed).get("amp", False)
     return resumed, ckpt
 
 
