@@ -9,8 +9,9 @@ alternated round by round so that load from other processes spreads over all of 
   SGD, EMA), float32 (--noamp) and under bfloat16 autocast (--amp, where the CPU has native bfloat16);
 - ultralytics: the body of its train.py's loop (PyPI yolov5 7.0.14: DetectionModel, ComputeLoss, smart_optimizer,
   ModelEMA), float32: its autocast is CUDA's only;
-- KD (students other than --teacher): train.py's --mode KD step, the teacher frozen in low precision as train.py
-  loads it, the student in float32 or under autocast; the KD / student ratio compares steps of the same precision.
+- KD (students other than --teacher): train.py's --mode KD step, the teacher loaded as train.py loads it (float32,
+  or bfloat16 under --amp), the student in float32 or under autocast; the KD / student ratio compares steps of the
+  same precision.
 Both programs run on this environment's torch: ultralytics' package needs torchvision only for what a training
 step does not call (NMS, transforms, datasets), so its child process imports it with an empty stand-in for
 torchvision and for its `ultralytics` requirements check. A venv that sees this project's packages and adds
