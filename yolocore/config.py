@@ -14,7 +14,9 @@ HYP_KEYS = (
     "flipud", "fliplr", "mosaic", "mixup",
 )
 FGD_HYP_KEYS = ("kd_weight", "fgd_temp", "fgd_alpha", "fgd_beta", "fgd_gamma", "fgd_lambda")
-OPTIONAL_HYP_KEYS = ("kd_weightf", "label_smoothing", "nbs")
+# What the trainer uses where a hyp file lacks one (nbs 64: YOLOv5's nominal batch; kd_weightf 1: a constant weight).
+OPTIONAL_HYP_DEFAULTS = {"kd_weightf": 1.0, "label_smoothing": 0.0, "nbs": 64}
+OPTIONAL_HYP_KEYS = tuple(OPTIONAL_HYP_DEFAULTS)
 # Every hyperparameter is a number >= 0; these have a narrower range: (test, what it says).
 _FRACTION = (lambda v: v <= 1, "must lie in [0, 1]")
 HYP_BOUNDS = {
@@ -154,6 +156,14 @@ def load_hyp(path, kd=False, verbose=True):
         if problem:
             raise ConfigError(f"{path}:{lines.get(key, '?')}: {key}: {value!r} {problem}")
     return hyp
+
+
+def trained_hyp(hyp, kd):
+    """The hyperparameters a run trains by: those the trainer reads in its mode, the optional ones at their defaults
+    where hyp lacks them. Two hyp files that give the same are the same recipe, whatever else they hold."""
+    keys = HYP_KEYS + (FGD_HYP_KEYS if kd else ())
+    defaults = {k: v for k, v in OPTIONAL_HYP_DEFAULTS.items() if kd or k != "kd_weightf"}
+    return {**defaults, **{k: hyp[k] for k in keys + tuple(defaults) if k in hyp}}
 
 
 def _key_lines(path):

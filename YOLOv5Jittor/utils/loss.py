@@ -4,6 +4,7 @@ import math
 import jittor as jt
 import jittor.nn as nn
 
+from yolocore.config import OPTIONAL_HYP_DEFAULTS
 from YOLOv5Jittor.utils.jittor_nn import BCEWithLogitsLoss
 
 BALANCE = {3: [4.0, 1.0, 0.4]}  # objectness weight per level: small objects' level counts most
@@ -56,7 +57,7 @@ class ComputeLoss:
         bce_obj = BCEWithLogitsLoss(pos_weight=jt.array([hyp["obj_pw"]]).stop_grad())
         if hyp["fl_gamma"] > 0:
             bce_cls, bce_obj = FocalLoss(bce_cls, hyp["fl_gamma"]), FocalLoss(bce_obj, hyp["fl_gamma"])
-        self.cp, self.cn = smooth_bce(hyp.get("label_smoothing", 0.0))
+        self.cp, self.cn = smooth_bce(hyp.get("label_smoothing", OPTIONAL_HYP_DEFAULTS["label_smoothing"]))
         det = model.model[-1]
         self.balance = BALANCE.get(det.nl, [4.0, 1.0, 0.25, 0.06, 0.02])
         self.bce_cls, self.bce_obj, self.hyp = bce_cls, bce_obj, hyp

@@ -19,6 +19,7 @@ from yolocore.training.record import add_epoch, describe_device, training_record
 from yolocore.training.results import append_results
 
 NAMES = ["a", "b", "c"]
+HYP = ROOT / "YOLOv5Pytorch" / "hyp.scratch-low.yaml"
 
 
 def read_rows(path):
@@ -381,6 +382,8 @@ def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path
             p.add_argument(k, type=int)
         p.add_argument("--perturb", type=float, default=0.0)
         p.add_argument("--noamp", action="store_true")
+        p.add_argument("--hyp", default=str(HYP))
+        p.add_argument("--teacher", default="")
         return p.parse_args(argv)
 
     run = fake_run(tmp_path / "run", [0.1, 0.2])  # opt.yaml: yolov5n.yaml, train, 2 epochs, imgsz 64, batch 8
@@ -397,6 +400,41 @@ def test_check_protocol_compares_options_and_architecture_not_cfg_names(tmp_path
         study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5n.yaml", "--perturb", "1e-7"], parse_opt)
     with pytest.raises(ValueError, match="noamp False \\(wanted True\\)"):  # and before --noamp: mixed precision
         study.check_protocol(run, [*argv, "--imgsz", "64", "--cfg", "yolov5n.yaml", "--noamp"], parse_opt)
+
+
+def test_check_protocol_compares_the_recipe_and_the_teacher_not_file_names(tmp_path, monkeypatch):
+    def parse_opt(argv):
+        p = argparse.ArgumentParser()
+        p.add_argument("--cfg", default="yolov5n.yaml")
+        p.add_argument("--mode", default="train")
+        p.add_argument("--hyp", default=str(HYP))
+        p.add_argument("--teacher", default="")
+        return p.parse_args(argv)
+
+    monkeypatch.setattr(study, "CHECKED_OPTIONS", ())  # those the test above covers
+    hyp = {k: v for k, v in load_yaml(HYP).items() if k != "nbs"}  # a run's hyp without it: the default
+    run = tmp_path / "run"
+    run.mkdir()
+    save_yaml(run / "hyp.yaml", hyp)
+    save_yaml(run / "opt.yaml", dict(cfg="yolov5n.yaml", mode="KD", teacher=str(tmp_path / "teacher.pt")))
+    same = tmp_path / "copy.yaml"  # the default made explicit, and a key nothing reads: the same recipe
+    save_yaml(same, {**hyp, "nbs": 64, "copy_paste": 0.5})
+    study.check_protocol(run, ["--mode", "KD", "--hyp", str(same), "--teacher", str(tmp_path / "x" / ".." /
+                                                                                   "teacher.pt")], parse_opt)
+    for change, message in (({"nbs": 16}, "hyp nbs 64 \\(wanted 16\\)"), ({"kd_weight": 0.5}, "hyp kd_weight"),
+                            ({"kd_weightf": 0.1}, "hyp kd_weightf 1.0 \\(wanted 0.1\\)")):
+        other = tmp_path / "other.yaml"
+        save_yaml(other, {**hyp, **change})
+        with pytest.raises(ValueError, match=message):
+            study.check_protocol(run, ["--mode", "KD", "--hyp", str(other), "--teacher", str(tmp_path / "teacher.pt")],
+                                 parse_opt)
+    with pytest.raises(ValueError, match="teacher .*teacher.pt \\(wanted .*other-teacher.pt\\)"):
+        study.check_protocol(run, ["--mode", "KD", "--hyp", str(same), "--teacher", str(tmp_path / "other-teacher.pt")],
+                             parse_opt)
+    # A plain run reads neither the FGD weights nor a teacher
+    save_yaml(run / "opt.yaml", dict(cfg="yolov5n.yaml", mode="train"))
+    save_yaml(other, {**hyp, "kd_weight": 0.5, "kd_weightf": 0.1})
+    study.check_protocol(run, ["--hyp", str(other)], parse_opt)
 
 
 def test_comparison_gives_each_studys_coco_figures_and_their_difference(tmp_path):

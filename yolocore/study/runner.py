@@ -4,7 +4,8 @@ then write the results table and comparison plots (yolocore.study.report).
 Framework-neutral: each tree's study.py hands in its train/val entry points as a Tree. A run whose folder
 already holds per_class.csv (the final validation of its best weights) is skipped, an interrupted one
 resumes from its last checkpoint, and one that trained every epoch but lacks per_class.csv (a run of an older
-tree) is validated again; --force retrains them all from scratch.
+tree) is validated again; --force retrains them all from scratch. A finished or interrupted run is reused only
+if it trained by the options, the model, the recipe (the hyp's values) and the teacher this study asks for.
 
 --repeats N trains the student and the FGD student at seeds seed .. seed+N-1, against the one teacher: a seed fixes
 the initial weights and the order and augmentation of the batches, so the two runs of a seed differ by the FGD
@@ -41,6 +42,7 @@ from yolocore.config import (
     load_model_cfg,
     load_yaml,
     save_yaml,
+    trained_hyp,
     write_text_atomically,
 )
 from yolocore.data.synthetic import make_synthetic_dataset
@@ -236,6 +238,13 @@ def check_protocol(run_dir, argv, train_parse_opt):
     # The architecture, not the file name: a cfg copied elsewhere is still the same model.
     if load_model_cfg(had.get("cfg", "")) != load_model_cfg(wanted["cfg"]):
         differ.append(f"cfg {had.get('cfg')} (wanted a model like {wanted['cfg']})")
+    # The recipe, not the hyp file's name: the copy --nbs writes is the same recipe as the file it copies.
+    kd, trained = wanted["mode"] == "KD", Path(run_dir) / "hyp.yaml"
+    if trained.is_file():
+        had_hyp, wanted_hyp = trained_hyp(load_yaml(trained), kd), trained_hyp(load_yaml(wanted["hyp"]), kd)
+        differ += [f"hyp {k} {had_hyp.get(k)} (wanted {v})" for k, v in wanted_hyp.items() if had_hyp.get(k) != v]
+    if kd and Path(had.get("teacher") or "").resolve() != Path(wanted["teacher"]).resolve():
+        differ.append(f"teacher {had.get('teacher')} (wanted {wanted['teacher']})")
     if differ:
         raise ValueError(f"{run_dir}: trained with other options: {', '.join(differ)}; pass --force to retrain, "
                          "or choose another --project")

@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-NBS = 64  # YOLOv5's nominal batch size: gradients accumulate up to it, weight decay scales with it
+from yolocore.config import OPTIONAL_HYP_DEFAULTS
+
 LOSS_KEYS = ("box_loss", "obj_loss", "cls_loss")
 FGD_KEYS = ("fgd_loss", "fgd_fg", "fgd_bg", "fgd_mask", "fgd_relation")
 METRIC_KEYS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95")
@@ -23,7 +24,7 @@ def warmup_iterations(hyp, batches_per_epoch):
 def nominal_batch(hyp):
     """The hyp's nbs (ultralytics' later name for it), else YOLOv5's 64. A smaller one steps the optimizer more often
     on the same images: a short run on few images then takes more optimizer steps."""
-    return hyp.get("nbs", NBS)
+    return hyp.get("nbs", OPTIONAL_HYP_DEFAULTS["nbs"])
 
 
 def accumulation(hyp, batch_size):
@@ -44,7 +45,7 @@ def warmup(ni, nw, hyp, lr_target, batch_size, groups=3):
 def kd_weight_at(hyp, epoch, epochs):
     """The FGD loss weight of an epoch: kd_weight at the first, moving linearly to kd_weight * kd_weightf at the
     last (kd_weightf, like lrf for the learning rate, defaults to 1: a constant weight)."""
-    final = hyp.get("kd_weightf", 1.0)
+    final = hyp.get("kd_weightf", OPTIONAL_HYP_DEFAULTS["kd_weightf"])
     return hyp["kd_weight"] * (1 + (final - 1) * epoch / max(epochs - 1, 1))
 
 
