@@ -196,7 +196,8 @@ def test_kd_calibration_runs_pair_with_the_fgd_student_and_the_comparison_pairs_
             "same seed, over 2 seeds: +1.5 ± 0.5 mAP50 (per seed: +1.0, +2.0)") in md
     assert "| FGD student again, weights moved by 1e-7, seed 1 |" in md
     md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
-    rows = [line for line in md.split("## Differences paired by seed")[1].splitlines() if line.startswith("| ")]
+    paired = md.split("## Differences paired by seed")[1].split("## Per seed")[0]
+    rows = [line for line in paired.splitlines() if line.startswith("| ")]
     assert rows[1:] == [
         "| FGD student minus plain student | pytorch | 3 | +2.0 ± 1.2 | +1.0 ± 0.6 | 2.6 | 1.3 |",
         "| FGD student minus plain student | jittor | 2 | -2.0 ± 0.0 | -1.0 ± 0.0 | 2.0 | 1.0 |",
@@ -207,6 +208,13 @@ def test_kd_calibration_runs_pair_with_the_fgd_student_and_the_comparison_pairs_
         "2 | +1.5 ± 0.5 | +0.8 ± 0.2 | 1.6 | 0.8 |",
         "| Rounding alone in KD mode: FGD student again from its weights moved by 1e-7, minus FGD student | "
         "jittor − pytorch | 1 | -1.0 | -0.5 | 1.0 | 0.5 |"]
+    rows = [line for line in md.split("## Per seed")[1].split("![")[0].splitlines() if line.startswith("| ")]
+    assert rows == [
+        "| seed | pytorch student | pytorch FGD | pytorch FGD again | jittor student | jittor FGD | jittor FGD again | "
+        "pytorch FGD gain | jittor FGD gain | jittor − pytorch gain |",
+        "| 0 | 15.0 | 17.0 | 18.0 | 15.5 | 14.5 | 15.0 | +2.0 | -1.0 | -3.0 |",
+        "| 1 | 10.0 | 11.0 |  | 11.0 | 10.0 | 11.0 | +1.0 | -1.0 | -2.0 |",
+        "| 2 | 12.5 | 12.5 |  | 12.0 |  |  | +0.0 |  |  |"]
 
 
 def write_coco_csv(run, ap):

@@ -7,9 +7,10 @@ seeds with their standard errors when it has several (study.py --repeats), and w
 the first, whose standard error combines both; then the differences a study pairs by seed (the FGD gain, and the
 calibration runs' differences, whose root mean square is the noise between two runs), per study and, with two, the
 second's minus the first's paired by seed (a difference of gains, with its standard error over the seeds both have);
-then each study's time per epoch (mean over those runs) and, with two,
-the second's over the first's, with the devices they ran on; then COCO's figures of the runs that have coco.csv
-(AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies are named by their folders.
+with several seeds, every run's mAP50-95 seed by seed; then each study's time per epoch (mean over those runs) and,
+with two, the second's over the first's, with the devices they ran on; then COCO's figures of the runs that have
+coco.csv (AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies are named by their
+folders.
 """
 import argparse
 import math
@@ -46,6 +47,7 @@ from yolocore.training.record import epoch_seconds
 
 METRICS = ("mAP50", "mAP50-95")
 LINE_STYLES = ("-", "--", ":", "-.")
+SHORT = {"student": "student", "student_fgd": "FGD", "student_rerun": "student again", "student_fgd_rerun": "FGD again"}
 
 
 def load_studies(projects):
@@ -130,6 +132,35 @@ def paired_table(studies):
                       "|---|---|---:|---:|---:|---:|---:|", *lines, ""])
 
 
+def seed_table(studies):
+    """mAP50-95 of every finished student run, a row per seed, each study's FGD gain and, with two studies, the
+    second's gain minus the first's: the figures behind the paired means, to see which seeds carry them; "" when no
+    study has several seeds."""
+    names = list(studies)
+    by_seed = {name: {kind: {run["opt"].get("seed"): run for run in runs if finished(run)}
+                      for kind, runs in studies[name].items() if kind != "teacher"} for name in names}
+    columns = [(name, kind) for name in names for kind in SHORT if by_seed[name].get(kind)]
+    seeds = sorted({seed for name, kind in columns for seed in by_seed[name][kind]})
+    if len(seeds) < 2:
+        return ""
+    gains = {name: seed_differences(studies[name], "student_fgd") for name in names}
+    header = [f"{name} {SHORT[kind]}" for name, kind in columns] + [f"{name} FGD gain" for name in names]
+    header += [f"{names[1]} − {names[0]} gain"] if len(names) == 2 else []
+    lines = ["| seed | " + " | ".join(header) + " |", "|---:|" + "---:|" * len(header)]
+    for seed in seeds:
+        cells = [pct(by_seed[name][kind][seed]["mAP50-95"]) if seed in by_seed[name][kind] else ""
+                 for name, kind in columns]
+        cells += [f"{100 * gains[name][seed]['mAP50-95']:+.1f}" if seed in gains[name] else "" for name in names]
+        if len(names) == 2:
+            both = all(seed in gains[name] for name in names)
+            cells.append(f"{100 * (gains[names[1]][seed]['mAP50-95'] - gains[names[0]][seed]['mAP50-95']):+.1f}"
+                         if both else "")
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(["## Per seed (mAP50-95, %)", "", "Each finished run of a seed (again: the calibration run, "
+                      "weights moved by 1e-7), each study's FGD student minus its plain student, and the difference of "
+                      "those gains (points).", "", *lines, ""])
+
+
 def coco_comparison_table(studies):
     """COCO's figures per run kind and study (means over the seeds that have coco.csv) and, with two studies, the
     second minus the first; "" when no run has them."""
@@ -187,7 +218,8 @@ def write_comparison(projects, out=None):
              "mAP50 and mAP50-95 (%) of each run's best weights on the val split; with several seeds, the mean ± its "
              "standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
              "mean wall time of an epoch, validation included.", "", devices_line(studies), "",
-             paired_table(studies), "![mAP50 per epoch](compare_map50.png)", "", coco_comparison_table(studies)]
+             paired_table(studies), seed_table(studies), "![mAP50 per epoch](compare_map50.png)", "",
+             coco_comparison_table(studies)]
     path = out / "compare.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
