@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from yolocore.data.dataset import YoloDataset
-from yolocore.evaluation.coco import STAT_NAMES, CocoRecorder, coco_evaluate, read_coco_csv, save_coco
+from yolocore.evaluation.coco import (
+    STAT_NAMES,
+    CocoRecorder,
+    agnostic_figures,
+    agnostic_figures_of_files,
+    coco_evaluate,
+    read_coco_csv,
+    save_coco,
+)
 from yolocore.evaluation.validation import Evaluator
 
 
@@ -43,6 +51,24 @@ def test_a_shifted_box_fails_the_strict_thresholds_only():
 def test_no_detections_score_zero():
     stats, _ = coco_evaluate(*recorded({"a.jpg": ((400, 400), [[0, 50, 50, 150, 150]], [])}).to_coco())
     assert stats[STAT_NAMES.index("AP")] == 0 and stats[STAT_NAMES.index("APs")] == -1
+
+
+def test_with_classes_merged_a_box_counts_once_whatever_its_class(tmp_path):
+    """Plane A is found and also called a car (multi-label NMS keeps both), plane B is called a car: with classes
+    merged both are found, the duplicate goes (class-agnostic NMS), and AP is 1; per class it is not."""
+    planes = [[0, 10, 10, 110, 110], [0, 200, 200, 300, 300]]
+    found = [[10, 10, 110, 110, 0.9, 0], [12, 10, 110, 110, 0.8, 1], [200, 200, 300, 300, 0.7, 1]]
+    recorder = recorded({"a.jpg": ((400, 400), planes, found)})
+    assert agnostic_figures(*recorder.to_coco()) == pytest.approx({"AP_agnostic": 1, "AP50_agnostic": 1})
+    assert dict(zip(STAT_NAMES, coco_evaluate(*recorder.to_coco())[0]))["AP50"] < 0.6
+    # Without the NMS the duplicate would be a false positive ranked before plane B
+    one_class = recorded({"a.jpg": ((400, 400), planes, [[*box, score, 0] for *box, score, _ in found])})
+    assert dict(zip(STAT_NAMES, coco_evaluate(*one_class.to_coco())[0]))["AP50"] < 0.9
+    figures = save_coco(recorder, tmp_path)
+    assert read_coco_csv(tmp_path / "coco.csv")["AP_agnostic"] == pytest.approx(1) == figures["AP50_agnostic"]
+    assert agnostic_figures_of_files(tmp_path) == pytest.approx(agnostic_figures(*recorder.to_coco()))
+    (tmp_path / "predictions.json").unlink()
+    assert agnostic_figures_of_files(tmp_path) is None
 
 
 def test_a_split_without_labels_gets_its_predictions_only(tmp_path):

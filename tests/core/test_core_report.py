@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from yolocore.config import ROOT, ConfigError, load_model_cfg, load_yaml, save_yaml
-from yolocore.evaluation.coco import STAT_NAMES
+from yolocore.evaluation.coco import STAT_NAMES, CocoRecorder, read_coco_csv, save_coco
 from yolocore.evaluation.validation import Evaluator, write_per_class_csv
 from yolocore.study import compare
 from yolocore.study import runner as study
@@ -215,6 +215,39 @@ def test_kd_calibration_runs_pair_with_the_fgd_student_and_the_comparison_pairs_
         "| 0 | 15.0 | 17.0 | 18.0 | 15.5 | 14.5 | 15.0 | +2.0 | -1.0 | -3.0 |",
         "| 1 | 10.0 | 11.0 |  | 11.0 | 10.0 | 11.0 | +1.0 | -1.0 | -2.0 |",
         "| 2 | 12.5 | 12.5 |  | 12.0 |  |  | +0.0 |  |  |"]
+
+
+def test_comparison_gives_ap_with_classes_merged_where_runs_have_it(tmp_path):
+    """coco.csv of today's tree holds it; a run validated before it was added gets it from its json files."""
+    plane = [[0, 10, 10, 110, 110], [1, 200, 200, 300, 300]]
+    found = {"student": [[10, 10, 110, 110, 0.9, 0]],  # one of two: AP 51/101 either way
+             "student_fgd": [[10, 10, 110, 110, 0.9, 0], [200, 200, 300, 300, 0.8, 0]]}  # both, one called a plane
+    for name in ("pytorch", "jittor"):
+        for seed in (0, 1):
+            for kind, dets in found.items():
+                run = fake_run(tmp_path / name / seeded_name(kind, seed, 0), [0.5], [0.5, 0.5], seed=seed,
+                               mode="train" if kind == "student" else "KD")
+                recorder = CocoRecorder(NAMES[:2])
+                recorder.add("a.jpg", (400, 400), np.array(plane, float), np.array(dets, float))
+                save_coco(recorder, run)
+                if name == "jittor":  # as an older tree wrote it
+                    figures = read_coco_csv(run / "coco.csv")
+                    (run / "coco.csv").write_text(",".join(STAT_NAMES) + "\n"
+                                                  + ",".join(str(figures[k]) for k in STAT_NAMES) + "\n")
+    md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
+    paired = [line for line in md.split("## Differences paired by seed")[1].split("## Per seed")[0].splitlines()
+              if line.startswith("| ")]
+    assert paired[0] == ("| difference | study | seeds | mAP50 | mAP50-95 | AP classes merged | rms mAP50 | "
+                         "rms mAP50-95 | rms AP classes merged |")
+    gain = f"+{100 * (1 - 51 / 101):.1f}"
+    assert paired[1] == f"| FGD student minus plain student | pytorch | 2 | +0.0 ± 0.0 | +0.0 ± 0.0 | {gain} ± 0.0 | " \
+                        f"0.0 | 0.0 | {gain[1:]} |"
+    assert paired[3].startswith("| FGD student minus plain student | jittor − pytorch | 2 | +0.0 ± 0.0 | +0.0 ± 0.0 | "
+                                "+0.0 ± 0.0 |")
+    seeds = [line for line in md.split("## Per seed (mAP50-95 / AP classes merged, %)")[1].split("![")[0].splitlines()
+             if line.startswith("| 1 |")]
+    assert seeds == [f"| 1 | 25.0 / 50.5 | 25.0 / 100.0 | 25.0 / 50.5 | 25.0 / 100.0 | +0.0 / {gain} | +0.0 / {gain} | "
+                     "+0.0 / +0.0 |"]
 
 
 def write_coco_csv(run, ap):

@@ -15,6 +15,10 @@ import numpy as np
 from yolocore.config import write_text_atomically
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# COCO's AP and AP50 with every class made one (merge_classes): how well a model finds and places the objects,
+# whatever it calls them. On the cheap protocol, whose tiny student confuses some classes in some runs and not in
+# others, this is the figure that rounding moves least (docs/protocol.md).
+AGNOSTIC_NAMES = ("AP_agnostic", "AP50_agnostic")
 
 
 def _xywh(box):
@@ -80,10 +84,61 @@ def coco_evaluate(ground_truth, detections):
     return np.asarray(evaluator.stats, dtype=np.float64), summary.getvalue().rstrip()
 
 
+def _nms(boxes, scores, iou_thres):
+    """Indices kept by greedy NMS of [x, y, w, h] boxes, highest score first."""
+    x1, y1 = boxes[:, 0], boxes[:, 1]
+    x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
+    area = boxes[:, 2] * boxes[:, 3]
+    order, keep = np.argsort(-scores, kind="stable"), []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(int(i))
+        inter = (np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+                 * np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None))
+        union = area[i] + area[rest] - inter
+        order = rest[inter <= iou_thres * union]  # IoU <= iou_thres, without dividing by an empty union
+    return keep
+
+
+def merge_classes(ground_truth, detections, iou_thres=0.6):
+    """(ground truth, detections) as COCO json with every class made one. Validation keeps a box once per class it
+    passes the threshold for (multi-label NMS), so the detections go through a class-agnostic NMS at val's IoU
+    threshold first: each box counts once, with its highest score."""
+    truth = {**ground_truth, "categories": [{"id": 0, "name": "object"}],
+             "annotations": [{**a, "category_id": 0} for a in ground_truth["annotations"]]}
+    by_image = {}
+    for d in detections:
+        by_image.setdefault(d["image_id"], []).append(d)
+    merged = []
+    for image_detections in by_image.values():
+        boxes = np.array([d["bbox"] for d in image_detections], dtype=np.float64)
+        scores = np.array([d["score"] for d in image_detections], dtype=np.float64)
+        merged += [{**image_detections[i], "category_id": 0} for i in _nms(boxes, scores, iou_thres)]
+    return truth, merged
+
+
+def agnostic_figures(ground_truth, detections):
+    """{AGNOSTIC_NAMES: figure}: COCO's AP and AP50 with every class made one."""
+    stats, _ = coco_evaluate(*merge_classes(ground_truth, detections))
+    return dict(zip(AGNOSTIC_NAMES, stats[:2].tolist()))
+
+
+def agnostic_figures_of_files(save_dir):
+    """agnostic_figures from the annotations.json and predictions.json a validation wrote, for runs whose coco.csv
+    predates them; None without those files or pycocotools."""
+    save_dir = Path(save_dir)
+    files = [save_dir / "annotations.json", save_dir / "predictions.json"]
+    if not all(f.is_file() for f in files) or importlib.util.find_spec("pycocotools") is None:
+        return None
+    ground_truth, detections = (json.loads(f.read_text()) for f in files)
+    return agnostic_figures(ground_truth, detections) if ground_truth["annotations"] else None
+
+
 def save_coco(recorder, save_dir):
-    """Writes annotations.json (ground truth), predictions.json (detections) and coco.csv (the 12 figures) to
-    save_dir, prints pycocotools' summary, and returns the figures by name. pycocotools reads the two json files
-    back to the same figures: `COCOeval(COCO(annotations.json), COCO(...).loadRes(predictions.json), 'bbox')`.
+    """Writes annotations.json (ground truth), predictions.json (detections) and coco.csv (the 12 figures, then
+    the two of AGNOSTIC_NAMES) to save_dir, prints pycocotools' summary, and returns the figures by name.
+    pycocotools reads the two json files back to the same figures:
+    `COCOeval(COCO(annotations.json), COCO(...).loadRes(predictions.json), 'bbox')`.
     A split without labels (a test set scored elsewhere), or a machine without pycocotools, gets the json files
     only, and None."""
     save_dir = Path(save_dir)
@@ -98,10 +153,12 @@ def save_coco(recorder, save_dir):
               "annotations.json and predictions.json are written")
         return None
     stats, summary = coco_evaluate(ground_truth, detections)
-    figures = ",".join(f"{v:.6g}" for v in stats)
-    write_text_atomically(save_dir / "coco.csv", ",".join(STAT_NAMES) + "\n" + figures + "\n")
-    print(f"COCO evaluation (pycocotools; at most 100 detections an image; areas in original pixels):\n{summary}")
-    return dict(zip(STAT_NAMES, stats.tolist()))
+    named = {**dict(zip(STAT_NAMES, stats.tolist())), **agnostic_figures(ground_truth, detections)}
+    write_text_atomically(save_dir / "coco.csv", ",".join(named) + "\n" + ",".join(f"{v:.6g}" for v in named.values())
+                          + "\n")
+    print(f"COCO evaluation (pycocotools; at most 100 detections an image; areas in original pixels):\n{summary}\n"
+          f"With every class made one: AP {named['AP_agnostic']:.3f}, AP50 {named['AP50_agnostic']:.3f}")
+    return named
 
 
 def read_coco_csv(path):

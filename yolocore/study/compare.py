@@ -45,7 +45,8 @@ from yolocore.study.report import (
 )
 from yolocore.training.record import epoch_seconds
 
-METRICS = ("mAP50", "mAP50-95")
+# metric -> its name in the tables; "AP_agnostic": COCO's AP with every class made one (yolocore.evaluation.coco)
+METRICS = {"mAP50": "mAP50", "mAP50-95": "mAP50-95", "AP_agnostic": "AP classes merged"}
 LINE_STYLES = ("-", "--", ":", "-.")
 SHORT = {"student": "student", "student_fgd": "FGD", "student_rerun": "student again", "student_fgd_rerun": "FGD again"}
 
@@ -64,6 +65,10 @@ def load_studies(projects):
     return studies
 
 
+def signed(x):
+    return f"{round(100 * x, 1) + 0.0:+.1f}" if np.isfinite(x) else "n/a"  # + 0.0: no "-0.0"
+
+
 def cell(mean, error):
     return pct(mean) if not np.isfinite(error) else f"{pct(mean)} ± {pct(error)}"
 
@@ -73,11 +78,17 @@ def mean_epoch_seconds(runs):
     return float(np.mean(seconds)) if seconds else math.nan
 
 
+def measured(studies):
+    """The METRICS some finished run has: runs validated before coco.csv, or without pycocotools, lack AP_agnostic."""
+    runs = [run for kinds in studies.values() for group in kinds.values() for run in group if finished(run)]
+    return [m for m in METRICS if any(np.isfinite(run[m]) for run in runs)]
+
+
 def comparison_table(studies):
-    names = list(studies)
+    names, metrics = list(studies), measured(studies)
     two = len(names) == 2
-    header = ["run"] + [f"{name} {metric}" for metric in METRICS for name in names]
-    header += [f"{names[1]} − {names[0]} {metric}" for metric in METRICS] if two else []
+    header = ["run"] + [f"{name} {METRICS[metric]}" for metric in metrics for name in names]
+    header += [f"{names[1]} − {names[0]} {METRICS[metric]}" for metric in metrics] if two else []
     header += [f"{name} time / epoch" for name in names]
     header += [f"{names[1]} / {names[0]} time"] if two else []
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -86,11 +97,11 @@ def comparison_table(studies):
         if not any(runs):
             continue
         stats = {metric: [mean_and_error([r[metric] for r in group]) if group else (math.nan, math.nan)
-                          for group in runs] for metric in METRICS}
+                          for group in runs] for metric in metrics}
         cells = [cell(*s) + (f" ({len(group)})" if len(group) > 1 else "")
-                 for metric in METRICS for s, group in zip(stats[metric], runs)]
+                 for metric in metrics for s, group in zip(stats[metric], runs)]
         if two:
-            for metric in METRICS:
+            for metric in metrics:
                 (m0, e0), (m1, e1) = stats[metric]
                 cells.append("n/a" if not np.isfinite(m1 - m0) else f"{100 * (m1 - m0):+.1f}"
                              + (f" ± {pct(math.hypot(e0, e1))}" if np.isfinite(e0) and np.isfinite(e1) else ""))
@@ -106,59 +117,63 @@ def comparison_table(studies):
 def paired_table(studies):
     """Each PAIRED difference per study (mean ± standard error over its seeds; root mean square) and, with two
     studies, the second's minus the first's at each seed both have; "" when no study has a pair."""
-    names = list(studies)
+    names, metrics = list(studies), measured(studies)
     lines = []
     for kind, base, label in PAIRED:
-        diffs = {name: seed_differences(studies[name], kind, base) for name in names}
+        diffs = {name: seed_differences(studies[name], kind, base, metrics) for name in names}
         if not any(diffs.values()):
             continue
         rows = [(name, list(d.values())) for name, d in diffs.items() if d]
         if len(names) == 2:
             both = [seed for seed in diffs[names[0]] if seed in diffs[names[1]]]
             rows.append((f"{names[1]} − {names[0]}", [{k: diffs[names[1]][seed][k] - diffs[names[0]][seed][k]
-                                                          for k in METRICS} for seed in both]))
+                                                          for k in metrics} for seed in both]))
         for name, values in rows:
             if values:
-                cells = [mean_and_error([v[k] for v in values]) for k in METRICS]
-                rms = [root_mean_square([v[k] for v in values]) for k in METRICS]
+                cells = [mean_and_error([v[k] for v in values]) for k in metrics]
+                rms = [root_mean_square([v[k] for v in values]) for k in metrics]
                 lines.append(f"| {label} | {name} | {len(values)} | " + " | ".join(
-                    f"{100 * m:+.1f}" + (f" ± {pct(e)}" if np.isfinite(e) else "") for m, e in cells)
+                    signed(m) + (f" ± {pct(e)}" if np.isfinite(e) else "") for m, e in cells)
                     + " | " + " | ".join(map(pct, rms)) + " |")
     if not lines:
         return ""
     return "\n".join(["## Differences paired by seed (points)", "",
                       "Mean ± standard error over the seeds (their number), and the root mean square.", "",
-                      "| difference | study | seeds | mAP50 | mAP50-95 | rms mAP50 | rms mAP50-95 |",
-                      "|---|---|---:|---:|---:|---:|---:|", *lines, ""])
+                      "| difference | study | seeds | " + " | ".join(METRICS[m] for m in metrics) + " | "
+                      + " | ".join(f"rms {METRICS[m]}" for m in metrics) + " |",
+                      "|---|---|---:|" + "---:|" * 2 * len(metrics), *lines, ""])
 
 
 def seed_table(studies):
-    """mAP50-95 of every finished student run, a row per seed, each study's FGD gain and, with two studies, the
-    second's gain minus the first's: the figures behind the paired means, to see which seeds carry them; "" when no
-    study has several seeds."""
+    """Every finished student run's mAP50-95 (and AP with classes merged, where measured), a row per seed, each
+    study's FGD gain and, with two studies, the second's gain minus the first's: the figures behind the paired means,
+    to see which seeds carry them; "" when no study has several seeds."""
     names = list(studies)
+    metrics = [m for m in ("mAP50-95", "AP_agnostic") if m in measured(studies)]
     by_seed = {name: {kind: {run["opt"].get("seed"): run for run in runs if finished(run)}
                       for kind, runs in studies[name].items() if kind != "teacher"} for name in names}
     columns = [(name, kind) for name in names for kind in SHORT if by_seed[name].get(kind)]
     seeds = sorted({seed for name, kind in columns for seed in by_seed[name][kind]})
     if len(seeds) < 2:
         return ""
-    gains = {name: seed_differences(studies[name], "student_fgd") for name in names}
+    gains = {name: seed_differences(studies[name], "student_fgd", metrics=metrics) for name in names}
     header = [f"{name} {SHORT[kind]}" for name, kind in columns] + [f"{name} FGD gain" for name in names]
     header += [f"{names[1]} − {names[0]} gain"] if len(names) == 2 else []
     lines = ["| seed | " + " | ".join(header) + " |", "|---:|" + "---:|" * len(header)]
     for seed in seeds:
-        cells = [pct(by_seed[name][kind][seed]["mAP50-95"]) if seed in by_seed[name][kind] else ""
+        cells = [" / ".join(pct(by_seed[name][kind][seed][m]) for m in metrics) if seed in by_seed[name][kind] else ""
                  for name, kind in columns]
-        cells += [f"{100 * gains[name][seed]['mAP50-95']:+.1f}" if seed in gains[name] else "" for name in names]
+        cells += [" / ".join(signed(gains[name][seed][m]) for m in metrics) if seed in gains[name] else ""
+                  for name in names]
         if len(names) == 2:
             both = all(seed in gains[name] for name in names)
-            cells.append(f"{100 * (gains[names[1]][seed]['mAP50-95'] - gains[names[0]][seed]['mAP50-95']):+.1f}"
+            cells.append(" / ".join(signed(gains[names[1]][seed][m] - gains[names[0]][seed][m]) for m in metrics)
                          if both else "")
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-    return "\n".join(["## Per seed (mAP50-95, %)", "", "Each finished run of a seed (again: the calibration run, "
-                      "weights moved by 1e-7), each study's FGD student minus its plain student, and the difference of "
-                      "those gains (points).", "", *lines, ""])
+    return "\n".join([f"## Per seed ({' / '.join(METRICS[m] for m in metrics)}, %)", "",
+                      "Each finished run of a seed (again: the calibration run, weights moved by 1e-7), each study's "
+                      "FGD student minus its plain student, and the difference of those gains (points).", "", *lines,
+                      ""])
 
 
 def coco_comparison_table(studies):

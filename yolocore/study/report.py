@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from yolocore.cli import run_script
 from yolocore.config import load_model_cfg, load_yaml, write_text_atomically
-from yolocore.evaluation.coco import read_coco_csv
+from yolocore.evaluation.coco import AGNOSTIC_NAMES, agnostic_figures_of_files, read_coco_csv
 from yolocore.evaluation.metrics import fitness
 from yolocore.training.checkpoints import SUFFIXES, read_checkpoint
 from yolocore.training.record import epoch_seconds
@@ -97,7 +97,8 @@ def read_csv_columns(path):
 
 def load_run(run_dir):
     """What the report needs from one run folder: options, per-epoch metrics, and the final metrics of the best weights
-    (from per_class.csv when there is one, else the results.csv row they were chosen from; COCO's from coco.csv)."""
+    (from per_class.csv when there is one, else the results.csv row they were chosen from; COCO's from coco.csv, its
+    AP with classes merged computed from the json files where coco.csv lacks it; NaN without them)."""
     run_dir = Path(run_dir)
     results = read_csv_columns(run_dir / "results.csv")
     missing = [k for k in ("epoch", *METRIC_COLUMNS) if k not in results]
@@ -123,6 +124,9 @@ def load_run(run_dir):
         run["per_class"] = per_class
     if (run_dir / "coco.csv").is_file():
         run["coco"] = read_coco_csv(run_dir / "coco.csv")
+        if AGNOSTIC_NAMES[0] not in run["coco"]:  # validated by a tree from before coco.csv had them
+            run["coco"].update(agnostic_figures_of_files(run_dir) or {})
+    run["AP_agnostic"] = (run["coco"] or {}).get("AP_agnostic", math.nan)
     return run
 
 
@@ -279,13 +283,13 @@ def seed_means_table(runs):
     return "\n".join(["Mean ± standard error over the finished seeds (%):", "", *lines])
 
 
-def seed_differences(groups, kind, base="student"):
+def seed_differences(groups, kind, base="student", metrics=("mAP50", "mAP50-95")):
     """{seed: {metric: run of kind minus run of base}} over the seeds where both have finished; groups: by_kind's."""
     def finished_by_seed(k):
         return {run["opt"].get("seed"): run for run in groups.get(k, []) if finished(run)}
 
     bases, others = finished_by_seed(base), finished_by_seed(kind)
-    return {seed: {k: others[seed][k] - bases[seed][k] for k in ("mAP50", "mAP50-95")}
+    return {seed: {k: others[seed][k] - bases[seed][k] for k in metrics}
             for seed in sorted(bases) if seed in others}
 
 
