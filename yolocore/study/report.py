@@ -48,6 +48,7 @@ RUN_COLORS = ("dimgray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
 SEEDED_RUN = re.compile(rf"({'|'.join(kind for kind in RUNS if kind != 'teacher')})_seed(\d+)")
 STUDY_JSON = "study.json"
 MAP50, MAP = "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"
+METRIC_NAMES = {"mAP50": "mAP50", "mAP50-95": "mAP50-95", "AP_agnostic": "AP with classes merged"}
 METRIC_COLUMNS = ("metrics/precision", "metrics/recall", MAP50, MAP)
 COCO_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -300,23 +301,25 @@ def root_mean_square(values):
 def paired_difference(runs, kind, label, base="student"):
     """Runs of kind minus the run of base of the same seed, both finished: one seed's difference, or the mean over
     seeds with its standard error and the root mean square (for a calibration pair, the size of the noise between
-    two runs); label names the difference."""
-    diffs = seed_differences(by_kind(runs), kind, base)
+    two runs); label names the difference. AP with classes merged comes too where every run of the pairs has it."""
+    groups = by_kind(runs)
+    diffs = seed_differences(groups, kind, base, ("mAP50", "mAP50-95", "AP_agnostic"))
     if not diffs:
         return ""
-    values = {k: [d[k] for d in diffs.values()] for k in ("mAP50", "mAP50-95")}
+    metrics = [k for k in ("mAP50", "mAP50-95", "AP_agnostic") if all(np.isfinite(d[k]) for d in diffs.values())]
+    values = {k: [d[k] for d in diffs.values()] for k in metrics}
     if len(diffs) > 1:
-        (m50, e50), (m, e) = (mean_and_error(values[k]) for k in ("mAP50", "mAP50-95"))
-        per_seed = ", ".join(f"{points(d):+.1f}" for d in values["mAP50"])
-        per_seed95 = ", ".join(f"{points(d):+.1f}" for d in values["mAP50-95"])
-        rms = " / ".join(pct(root_mean_square(values[k])) for k in ("mAP50", "mAP50-95"))
-        return (f"{label} of the same seed, over {len(diffs)} seeds: "
-                f"{points(m50):+.1f} ± {pct(e50)} mAP50 (per seed: {per_seed}), {points(m):+.1f} ± {pct(e)} mAP50-95 "
-                f"(per seed: {per_seed95}); root mean square {rms} (points, mean ± standard error).")
+        figures = []
+        for k in metrics:
+            m, e = mean_and_error(values[k])
+            per_seed = ", ".join(f"{points(d):+.1f}" for d in values[k])
+            figures.append(f"{points(m):+.1f} ± {pct(e)} {METRIC_NAMES[k]} (per seed: {per_seed})")
+        rms = " / ".join(pct(root_mean_square(values[k])) for k in metrics)
+        return (f"{label} of the same seed, over {len(diffs)} seeds: {', '.join(figures)}; root mean square {rms} "
+                "(points, mean ± standard error).")
     (seed, _), = diffs.items()
-    groups = by_kind(runs)
     s, o = ({run["opt"].get("seed"): run for run in groups[k]}[seed] for k in (base, kind))
-    line = f"{label}: {points(values['mAP50'][0]):+.1f} mAP50, {points(values['mAP50-95'][0]):+.1f} mAP50-95 (points)."
+    line = f"{label}: " + ", ".join(f"{points(values[k][0]):+.1f} {METRIC_NAMES[k]}" for k in metrics) + " (points)."
     diff = o["per_class"]["AP50"] - s["per_class"]["AP50"]
     known = np.isfinite(diff)
     return line + f" AP50 is higher on {int((diff[known] > 0).sum())} of {int(known.sum())} classes."
