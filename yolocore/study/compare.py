@@ -7,7 +7,8 @@ seeds with their standard errors when it has several (study.py --repeats), and w
 the first, whose standard error combines both; then the differences a study pairs by seed (the FGD gain, and the
 calibration runs' differences, whose root mean square is the noise between two runs), per study and, with two, the
 second's minus the first's paired by seed (a difference of gains, with its standard error over the seeds both have);
-with several seeds, every run's mAP50-95 seed by seed; then each study's time per epoch (mean over those runs) and,
+with several seeds, every run's mAP50-95 seed by seed. Each table gives AP with classes merged too (coco.csv's
+AP_agnostic) where some run has it. Then each study's time per epoch (mean over those runs) and,
 with two, the second's over the first's, with the devices they ran on; then COCO's figures of the runs that have
 coco.csv (AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies are named by their
 folders.
@@ -28,6 +29,7 @@ from yolocore.study.report import (
     COCO_COLUMNS,
     COCO_NOTE,
     PAIRED,
+    RERUN_PERTURBATION,
     RUN_COLORS,
     RUNS,
     add_study_timing,
@@ -171,9 +173,9 @@ def seed_table(studies):
                          if both else "")
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     return "\n".join([f"## Per seed ({' / '.join(METRICS[m] for m in metrics)}, %)", "",
-                      "Each finished run of a seed (again: the calibration run, weights moved by 1e-7), each study's "
-                      "FGD student minus its plain student, and the difference of those gains (points).", "", *lines,
-                      ""])
+                      "Each finished run of a seed (again: the calibration run, weights moved by "
+                      f"{RERUN_PERTURBATION}), each study's FGD student minus its plain student, and the difference of "
+                      "those gains (points).", "", *lines, ""])
 
 
 def coco_comparison_table(studies):
@@ -229,9 +231,11 @@ def write_comparison(projects, out=None):
     out = Path(out) if out else Path(projects[0]).parent
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(studies, out / "compare_map50.png")
+    merged = (" and AP classes merged (COCO's AP with every class made one)" if "AP_agnostic" in measured(studies)
+              else "")
     lines = [f"# {' against '.join(studies)}", "", comparison_table(studies), "",
-             "mAP50 and mAP50-95 (%) of each run's best weights on the val split; with several seeds, the mean ± its "
-             "standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
+             f"mAP50, mAP50-95{merged} (%) of each run's best weights on the val split; with several seeds, the mean ± "
+             "its standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
              "mean wall time of an epoch, validation included.", "", devices_line(studies), "",
              paired_table(studies), seed_table(studies), "![mAP50 per epoch](compare_map50.png)", "",
              coco_comparison_table(studies)]
