@@ -241,14 +241,14 @@ def test_comparison_gives_ap_with_classes_merged_where_runs_have_it(tmp_path):
     md = compare.write_comparison([tmp_path / "pytorch", tmp_path / "jittor"]).read_text()
     paired = [line for line in md.split("## Differences paired by seed")[1].split("## Per seed")[0].splitlines()
               if line.startswith("| ")]
-    assert paired[0] == ("| difference | study | seeds | mAP50 | mAP50-95 | AP classes merged | rms mAP50 | "
-                         "rms mAP50-95 | rms AP classes merged |")
+    assert paired[0] == ("| difference | study | seeds | mAP50 | mAP50-95 | AP with classes merged | rms mAP50 | "
+                         "rms mAP50-95 | rms AP with classes merged |")
     assert paired[1] == f"| FGD student minus plain student | pytorch | 2 | +0.0 ± 0.0 | +0.0 ± 0.0 | {gain} ± 0.0 | " \
                         f"0.0 | 0.0 | {gain[1:]} |"
     assert paired[3].startswith("| FGD student minus plain student | jittor − pytorch | 2 | +0.0 ± 0.0 | +0.0 ± 0.0 | "
                                 "+0.0 ± 0.0 |")
-    seeds = [line for line in md.split("## Per seed (mAP50-95 / AP classes merged, %)")[1].split("![")[0].splitlines()
-             if line.startswith("| 1 |")]
+    per_seed = md.split("## Per seed (mAP50-95 / AP with classes merged, %)")[1].split("![")[0]
+    seeds = [line for line in per_seed.splitlines() if line.startswith("| 1 |")]
     assert seeds == [f"| 1 | 25.0 / 50.5 | 25.0 / 100.0 | 25.0 / 50.5 | 25.0 / 100.0 | +0.0 / {gain} | +0.0 / {gain} | "
                      "+0.0 / +0.0 |"]
 

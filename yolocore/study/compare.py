@@ -28,6 +28,7 @@ from yolocore.cli import run_script
 from yolocore.study.report import (
     COCO_COLUMNS,
     COCO_NOTE,
+    METRIC_NAMES,
     PAIRED,
     RERUN_PERTURBATION,
     RUN_COLORS,
@@ -47,8 +48,6 @@ from yolocore.study.report import (
 )
 from yolocore.training.record import epoch_seconds
 
-# metric -> its name in the tables; "AP_agnostic": COCO's AP with every class made one (yolocore.evaluation.coco)
-METRICS = {"mAP50": "mAP50", "mAP50-95": "mAP50-95", "AP_agnostic": "AP classes merged"}
 LINE_STYLES = ("-", "--", ":", "-.")
 SHORT = {"student": "student", "student_fgd": "FGD", "student_rerun": "student again", "student_fgd_rerun": "FGD again"}
 
@@ -81,16 +80,16 @@ def mean_epoch_seconds(runs):
 
 
 def measured(studies):
-    """The METRICS some finished run has: runs validated before coco.csv, or without pycocotools, lack AP_agnostic."""
+    """The metrics some finished run has: runs validated before coco.csv, or without pycocotools, lack AP_agnostic."""
     runs = [run for kinds in studies.values() for group in kinds.values() for run in group if finished(run)]
-    return [m for m in METRICS if any(np.isfinite(run[m]) for run in runs)]
+    return [m for m in METRIC_NAMES if any(np.isfinite(run[m]) for run in runs)]
 
 
 def comparison_table(studies):
     names, metrics = list(studies), measured(studies)
     two = len(names) == 2
-    header = ["run"] + [f"{name} {METRICS[metric]}" for metric in metrics for name in names]
-    header += [f"{names[1]} − {names[0]} {METRICS[metric]}" for metric in metrics] if two else []
+    header = ["run"] + [f"{name} {METRIC_NAMES[metric]}" for metric in metrics for name in names]
+    header += [f"{names[1]} − {names[0]} {METRIC_NAMES[metric]}" for metric in metrics] if two else []
     header += [f"{name} time / epoch" for name in names]
     header += [f"{names[1]} / {names[0]} time"] if two else []
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -141,8 +140,8 @@ def paired_table(studies):
         return ""
     return "\n".join(["## Differences paired by seed (points)", "",
                       "Mean ± standard error over the seeds (their number), and the root mean square.", "",
-                      "| difference | study | seeds | " + " | ".join(METRICS[m] for m in metrics) + " | "
-                      + " | ".join(f"rms {METRICS[m]}" for m in metrics) + " |",
+                      "| difference | study | seeds | " + " | ".join(METRIC_NAMES[m] for m in metrics) + " | "
+                      + " | ".join(f"rms {METRIC_NAMES[m]}" for m in metrics) + " |",
                       "|---|---|---:|" + "---:|" * 2 * len(metrics), *lines, ""])
 
 
@@ -172,7 +171,7 @@ def seed_table(studies):
             cells.append(" / ".join(signed(gains[names[1]][seed][m] - gains[names[0]][seed][m]) for m in metrics)
                          if both else "")
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-    return "\n".join([f"## Per seed ({' / '.join(METRICS[m] for m in metrics)}, %)", "",
+    return "\n".join([f"## Per seed ({' / '.join(METRIC_NAMES[m] for m in metrics)}, %)", "",
                       "Each finished run of a seed (again: the calibration run, weights moved by "
                       f"{RERUN_PERTURBATION}), each study's FGD student minus its plain student, and the difference of "
                       "those gains (points).", "", *lines, ""])
@@ -231,8 +230,8 @@ def write_comparison(projects, out=None):
     out = Path(out) if out else Path(projects[0]).parent
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(studies, out / "compare_map50.png")
-    merged = (" and AP classes merged (COCO's AP with every class made one)" if "AP_agnostic" in measured(studies)
-              else "")
+    merged = (" and AP with classes merged (COCO's AP with every class made one)"
+              if "AP_agnostic" in measured(studies) else "")
     lines = [f"# {' against '.join(studies)}", "", comparison_table(studies), "",
              f"mAP50, mAP50-95{merged} (%) of each run's best weights on the val split; with several seeds, the mean ± "
              "its standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "

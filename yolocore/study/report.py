@@ -48,6 +48,7 @@ RUN_COLORS = ("dimgray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
 SEEDED_RUN = re.compile(rf"({'|'.join(kind for kind in RUNS if kind != 'teacher')})_seed(\d+)")
 STUDY_JSON = "study.json"
 MAP50, MAP = "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"
+# metric -> its name in reports; AP_agnostic: COCO's AP with every class made one (yolocore.evaluation.coco)
 METRIC_NAMES = {"mAP50": "mAP50", "mAP50-95": "mAP50-95", "AP_agnostic": "AP with classes merged"}
 METRIC_COLUMNS = ("metrics/precision", "metrics/recall", MAP50, MAP)
 COCO_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
