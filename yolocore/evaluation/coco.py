@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from yolocore.config import write_text_atomically
+from yolocore.evaluation.boxes import box_iou, greedy_keep
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 # COCO's AP and AP50 with every class made one (merge_classes): how well a model finds and places the objects,
@@ -84,22 +85,6 @@ def coco_evaluate(ground_truth, detections):
     return np.asarray(evaluator.stats, dtype=np.float64), summary.getvalue().rstrip()
 
 
-def _nms(boxes, scores, iou_thres):
-    """Indices kept by greedy NMS of [x, y, w, h] boxes, highest score first."""
-    x1, y1 = boxes[:, 0], boxes[:, 1]
-    x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
-    area = boxes[:, 2] * boxes[:, 3]
-    order, keep = np.argsort(-scores, kind="stable"), []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(int(i))
-        inter = (np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-                 * np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None))
-        union = area[i] + area[rest] - inter
-        order = rest[inter <= iou_thres * union]  # IoU <= iou_thres, without dividing by an empty union
-    return keep
-
-
 def merge_classes(ground_truth, detections, iou_thres=0.6):
     """(ground truth, detections) as COCO json with every class made one. Validation keeps a box once per class it
     passes the threshold for (multi-label NMS), so the detections go through a class-agnostic NMS at val's IoU
@@ -111,9 +96,12 @@ def merge_classes(ground_truth, detections, iou_thres=0.6):
         by_image.setdefault(d["image_id"], []).append(d)
     merged = []
     for image_detections in by_image.values():
-        boxes = np.array([d["bbox"] for d in image_detections], dtype=np.float64)
-        scores = np.array([d["score"] for d in image_detections], dtype=np.float64)
-        merged += [{**image_detections[i], "category_id": 0} for i in _nms(boxes, scores, iou_thres)]
+        boxes = np.array([d["bbox"] for d in image_detections], dtype=np.float64)  # x, y, w, h
+        boxes[:, 2:] += boxes[:, :2]
+        order = np.argsort([-d["score"] for d in image_detections], kind="stable")
+        sorted_boxes = boxes[order]
+        kept = greedy_keep(box_iou(sorted_boxes, sorted_boxes) > iou_thres, np.zeros(len(order), bool), len(order))
+        merged += [{**image_detections[i], "category_id": 0} for i in order[kept]]
     return truth, merged
 
 
