@@ -177,6 +177,7 @@ def test_comparison_of_two_studies_gives_means_over_seeds_and_their_difference(t
     assert rows["| FGD student"] == "| FGD student | 34.0 | n/a | 17.0 | n/a | n/a | n/a | n/a | n/a | n/a |"
     assert "Devices: pytorch: CPU; jittor: GPU." in md
     assert (tmp_path / "compare_map50.png").stat().st_size > 0
+    assert "compare_seeds" not in md and not (tmp_path / "compare_seeds.png").exists()  # no difference has two seeds
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no study runs"):
         compare.write_comparison([tmp_path / "pytorch", tmp_path / "empty"])
@@ -215,6 +216,8 @@ def test_kd_calibration_runs_pair_with_the_fgd_student_and_the_comparison_pairs_
         "| 0 | 15.0 | 17.0 | 18.0 | 15.5 | 14.5 | 15.0 | +2.0 | -1.0 | -3.0 |",
         "| 1 | 10.0 | 11.0 |  | 11.0 | 10.0 | 11.0 | +1.0 | -1.0 | -2.0 |",
         "| 2 | 12.5 | 12.5 |  | 12.0 |  |  | +0.0 |  |  |"]
+    assert "![paired differences per seed](compare_seeds.png)" in md
+    assert (tmp_path / "compare_seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_comparison_gives_ap_with_classes_merged_where_runs_have_it(tmp_path):
@@ -340,7 +343,7 @@ def test_presets_and_run_plan(tmp_path):
 
 def test_the_cheap_preset_trains_every_run_kind_on_synthetic_data(tmp_path):
     cheap = study.parse_opt(["--cheap", "--project", str(tmp_path)])
-    assert (cheap.data, cheap.imgsz, cheap.batch_size, cheap.epochs, cheap.student_width) == ("", 256, 16, 60, 0.125)
+    assert (cheap.data, cheap.imgsz, cheap.batch_size, cheap.epochs, cheap.student_width) == ("", 256, 16, 120, 0.125)
     assert (cheap.noval, cheap.cache, cheap.runs) == (True, "ram", list(study.RUN_NAMES))
     assert study.parse_opt(["--cheap", "--cache", "disk", "--runs", "student"]).cache == "disk"
     assert "Cheap CPU protocol" in study.protocol_line(cheap)

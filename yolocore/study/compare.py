@@ -7,11 +7,11 @@ seeds with their standard errors when it has several (study.py --repeats), and w
 the first, whose standard error combines both; then the differences a study pairs by seed (the FGD gain, and the
 calibration runs' differences, whose root mean square is the noise between two runs), per study and, with two, the
 second's minus the first's paired by seed (a difference of gains, with its standard error over the seeds both have);
-with several seeds, every run's mAP50-95 seed by seed. Each table gives AP with classes merged too (coco.csv's
-AP_agnostic) where some run has it. Then each study's time per epoch (mean over those runs) and,
-with two, the second's over the first's, with the devices they ran on; then COCO's figures of the runs that have
-coco.csv (AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies are named by their
-folders.
+with several seeds, every run's mAP50-95 seed by seed, and a plot of the paired differences seed by seed. Each table
+gives AP with classes merged too (coco.csv's AP_agnostic) where some run has it. Then each study's time per epoch
+(mean over those runs) and, with two, the second's over the first's, with the devices they ran on; then COCO's figures
+of the runs that have coco.csv (AP, AP50, AP75, AP of small, medium and large objects) and their differences. Studies
+are named by their folders.
 """
 import argparse
 import math
@@ -224,19 +224,52 @@ def plot_curves(studies, path):
     return path
 
 
+def plot_seed_differences(studies, path):
+    """The paired differences seed by seed: a panel per metric (mAP50-95, and AP with classes merged where measured),
+    a colour per study, a marker per difference (the FGD gain, and each calibration run's difference from the run it
+    repeats), so the gains can be seen against the noise; None when no study has two seeds of a difference."""
+    metrics = [m for m in ("mAP50-95", "AP_agnostic") if m in measured(studies)]
+    markers = dict(zip((kind for kind, _, _ in PAIRED), ("o", "+", "x")))
+    labels = {"student_fgd": "FGD gain", "student_rerun": "plain, again minus run",
+              "student_fgd_rerun": "KD, again minus run"}
+    diffs = {(name, kind): seed_differences(studies[name], kind, base, metrics)
+             for name in studies for kind, base, _ in PAIRED}
+    if max(map(len, diffs.values())) < 2:
+        return None
+    fig = Figure(figsize=(5 * len(metrics), 5), layout="constrained")
+    for ax, metric in zip(np.atleast_1d(fig.subplots(1, len(metrics))), metrics):
+        for s, name in enumerate(studies):
+            for kind, _, _ in PAIRED:
+                d = diffs[name, kind]
+                if d:
+                    ax.plot(np.array(list(d)) + 0.15 * (s - (len(studies) - 1) / 2),
+                            [100 * v[metric] for v in d.values()], markers[kind], color=RUN_COLORS[1 + s],
+                            fillstyle="full" if kind == "student_fgd" else "none", label=f"{labels[kind]}, {name}")
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.set(xlabel="seed", ylabel="points", title=f"{METRIC_NAMES[metric]}: paired differences")
+        ax.grid(alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def write_comparison(projects, out=None):
-    """compare.md and compare_map50.png in out (default: the first study's parent folder); returns compare.md."""
+    """compare.md, compare_map50.png and, with several seeds, compare_seeds.png in out (default: the first study's
+    parent folder); returns compare.md."""
     studies = load_studies(projects)
     out = Path(out) if out else Path(projects[0]).parent
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(studies, out / "compare_map50.png")
+    seeds_plot = plot_seed_differences(studies, out / "compare_seeds.png")
     merged = (" and AP with classes merged (COCO's AP with every class made one)"
               if "AP_agnostic" in measured(studies) else "")
     lines = [f"# {' against '.join(studies)}", "", comparison_table(studies), "",
              f"mAP50, mAP50-95{merged} (%) of each run's best weights on the val split; with several seeds, the mean ± "
              "its standard error and (in brackets) the number of seeds. Differences are in points. Time / epoch is the "
              "mean wall time of an epoch, validation included.", "", devices_line(studies), "",
-             paired_table(studies), seed_table(studies), "![mAP50 per epoch](compare_map50.png)", "",
+             paired_table(studies), seed_table(studies),
+             "![paired differences per seed](compare_seeds.png)\n" if seeds_plot else "",
+             "![mAP50 per epoch](compare_map50.png)", "",
              coco_comparison_table(studies)]
     path = out / "compare.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -18,7 +18,7 @@ the yardstick for the FGD gain (and, across frameworks, for a difference between
 --runs ... student_fgd_rerun does the same for the FGD student: how far rounding alone moves a run in KD mode.
 
 --cheap is the protocol that measures FGD's effect over many seeds on a 2-core CPU (docs/protocol.md): synthetic data,
-small models, every run kind, about an hour a seed.
+small models, every run kind, 25-45 minutes a seed on one core.
 
 --gpu is the full protocol in one call on one GPU (yolocore.study.gpu): runs side by side, --cache ram, validation
 every 10 epochs, workers sized to the cores, --pack DIR for the files to bring back.
@@ -67,9 +67,10 @@ FULL = dict(data=NWPU, imgsz=512, batch_size=32, epochs=150, teacher_cfg="yolov5
 REDUCED = dict(FULL, imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.yaml", student_width=0.125)
 # FGD's effect and both calibrations over many seeds on a 2-core CPU, minutes a run: the same models on synthetic
 # data (data "" = CHEAP_DATA, written on first use; 128 validation images, not the built-in 32, for steadier mAP),
-# validated once, at the end, from images decoded once. nbs 16: an optimizer step every batch, 480 in a run instead
-# of YOLOv5's 120, whose runs moved by several mAP50-95 from rounding alone (docs/protocol.md).
-CHEAP = dict(REDUCED, data="", imgsz=256, epochs=60, runs=RUN_NAMES, noval=True, cache="ram", nbs=16)
+# validated once, at the end, from images decoded once. nbs 16: an optimizer step every batch, 960 in a run instead
+# of YOLOv5's 240, whose runs moved by several mAP50-95 from rounding alone; 120 epochs, as at 60 the students had not
+# converged and rounding moved a run three times further (docs/protocol.md).
+CHEAP = dict(REDUCED, data="", imgsz=256, epochs=120, runs=RUN_NAMES, noval=True, cache="ram", nbs=16)
 CHEAP_DATA = dict(root=ROOT / "datasets" / "synthetic-cheap", n_train=128, n_val=128, imgsz=256, seed=0)
 # The full protocol in one call on one GPU (yolocore.study.gpu): the teacher, the student and its calibration run side
 # by side, then the FGD student; validated every 10 epochs, from images decoded once; workers sized to the cores.
@@ -103,7 +104,7 @@ def parse_opt(argv=None, framework="pytorch"):
                              "0.125")
     preset.add_argument("--cheap", action="store_true",
                         help="CPU preset for many seeds (docs/protocol.md): the --reduced models on synthetic data, "
-                             "imgsz 256, 60 epochs, --noval, --cache ram, every run kind")
+                             "imgsz 256, 120 epochs, --noval, --cache ram, every run kind")
     preset.add_argument("--gpu", action="store_true",
                         help="the full protocol in one call on one GPU (docs/study.md): teacher, student and "
                              "student_rerun side by side, then student_fgd; --cache ram, --val-period 10, workers "
