@@ -69,7 +69,7 @@ REDUCED = dict(FULL, imgsz=320, batch_size=16, epochs=35, teacher_cfg="yolov5n.y
 # data (data "" = CHEAP_DATA, written on first use; 128 validation images, not the built-in 32, for steadier mAP),
 # validated once, at the end, from images decoded once. nbs 16: an optimizer step every batch, 960 in a run instead
 # of YOLOv5's 240, whose runs moved by several mAP50-95 from rounding alone; 120 epochs, as at 60 the students had not
-# converged and rounding moved a run three times further (docs/protocol.md).
+# converged and rounding moved a run further (docs/protocol.md).
 CHEAP = dict(REDUCED, data="", imgsz=256, epochs=120, runs=RUN_NAMES, noval=True, cache="ram", nbs=16)
 CHEAP_DATA = dict(root=ROOT / "datasets" / "synthetic-cheap", n_train=128, n_val=128, imgsz=256, seed=0)
 # The full protocol in one call on one GPU (yolocore.study.gpu): the teacher, the student and its calibration run side
