@@ -85,6 +85,11 @@ def measured(studies):
     return [m for m in METRIC_NAMES if any(np.isfinite(run[m]) for run in runs)]
 
 
+def seed_metrics(studies):
+    """The metrics shown seed by seed: mAP50-95, and AP with classes merged where measured (mAP50 adds only noise)."""
+    return [m for m in ("mAP50-95", "AP_agnostic") if m in measured(studies)]
+
+
 def comparison_table(studies):
     names, metrics = list(studies), measured(studies)
     two = len(names) == 2
@@ -150,7 +155,7 @@ def seed_table(studies):
     study's FGD gain and, with two studies, the second's gain minus the first's: the figures behind the paired means,
     to see which seeds carry them; "" when no study has several seeds."""
     names = list(studies)
-    metrics = [m for m in ("mAP50-95", "AP_agnostic") if m in measured(studies)]
+    metrics = seed_metrics(studies)
     by_seed = {name: {kind: {run["opt"].get("seed"): run for run in runs if finished(run)}
                       for kind, runs in studies[name].items() if kind != "teacher"} for name in names}
     columns = [(name, kind) for name in names for kind in SHORT if by_seed[name].get(kind)]
@@ -228,10 +233,9 @@ def plot_seed_differences(studies, path):
     """The paired differences seed by seed: a panel per metric (mAP50-95, and AP with classes merged where measured),
     a colour per study, a marker per difference (the FGD gain, and each calibration run's difference from the run it
     repeats), so the gains can be seen against the noise; None when no study has two seeds of a difference."""
-    metrics = [m for m in ("mAP50-95", "AP_agnostic") if m in measured(studies)]
-    markers = dict(zip((kind for kind, _, _ in PAIRED), ("o", "+", "x")))
-    labels = {"student_fgd": "FGD gain", "student_rerun": "plain, again minus run",
-              "student_fgd_rerun": "KD, again minus run"}
+    metrics = seed_metrics(studies)
+    styles = {"student_fgd": ("o", "FGD gain"), "student_rerun": ("+", "plain, again minus run"),
+              "student_fgd_rerun": ("x", "KD, again minus run")}
     diffs = {(name, kind): seed_differences(studies[name], kind, base, metrics)
              for name in studies for kind, base, _ in PAIRED}
     if max(map(len, diffs.values())) < 2:
@@ -241,10 +245,11 @@ def plot_seed_differences(studies, path):
         for s, name in enumerate(studies):
             for kind, _, _ in PAIRED:
                 d = diffs[name, kind]
+                marker, label = styles[kind]
                 if d:
                     ax.plot(np.array(list(d)) + 0.15 * (s - (len(studies) - 1) / 2),
-                            [100 * v[metric] for v in d.values()], markers[kind], color=RUN_COLORS[1 + s],
-                            fillstyle="full" if kind == "student_fgd" else "none", label=f"{labels[kind]}, {name}")
+                            [100 * v[metric] for v in d.values()], marker, color=RUN_COLORS[1 + s],
+                            fillstyle="full" if kind == "student_fgd" else "none", label=f"{label}, {name}")
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.set(xlabel="seed", ylabel="points", title=f"{METRIC_NAMES[metric]}: paired differences")
         ax.grid(alpha=0.3)
