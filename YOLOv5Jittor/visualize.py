@@ -3,8 +3,8 @@ attention, foreground and background masks, and the features under the foregroun
 
     python YOLOv5Jittor/visualize.py --teacher T.pkl --student S.pkl --source IMG_OR_DIR [--layers 17 20 23]
 
-Writes OUT/NAME.png (all panels of one image in a grid) and OUT/NAME/*.png (the single panels); see
-FGD-visualize/README.md for what each panel is.
+Writes OUT/NAME.png (all panels of one image in a grid), OUT/NAME/*.png (the single panels) and OUT/detections.csv
+(the student's detections per image, to find where it detects); see FGD-visualize/README.md for what each panel is.
 """
 import sys
 from pathlib import Path

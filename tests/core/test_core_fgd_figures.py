@@ -1,5 +1,6 @@
 """yolocore.plots.fgd without a framework: labels follow the letterbox, the figure and panels are written (with
-the left-out student maps said), and a failed run leaves no output folder."""
+the left-out student maps said), detections are counted as val.py matches them, and a failed run leaves no output
+folder."""
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from yolocore.plots.fgd import (
     IMAGE_SIDE,
     MAP_PANELS,
     check_sources,
+    detection_row,
     image_panels,
     letterboxed_sample,
     staged_dir,
@@ -111,3 +113,19 @@ def test_sources_are_checked_and_names_kept_apart(tmp_path):
         check_sources(tmp_path, nc=2)
     with pytest.raises(FileNotFoundError):
         check_sources(tmp_path / "missing", nc=2)
+
+
+def test_detection_row_counts_correct_detections_as_val_matches_them():
+    h, w = 100, 200
+    labels = np.array([[0, 0.25, 0.5, 0.2, 0.4], [1, 0.75, 0.5, 0.2, 0.4]])  # boxes (30, 30, 70, 70), (130, ...)
+    first, second = [30, 30, 70, 70], [130, 30, 170, 70]
+    det = np.array([[*first, 0.9, 0],  # correct
+                    [*first, 0.8, 0],  # the same box again: a box is matched once
+                    [*second, 0.7, 0],  # the wrong class
+                    [150, 50, 190, 90, 0.6, 1]])  # the right class, IoU 0.23
+    row = detection_row("a", "x/a.jpg", labels, det, (h, w, 3))
+    assert row == {"name": "a", "image": "x/a.jpg", "boxes": 2, "detections": 4, "correct": 1}
+    det[3, :4] = [132, 32, 172, 72]  # IoU 0.82
+    assert detection_row("a", "x/a.jpg", labels, det, (h, w, 3))["correct"] == 2
+    assert detection_row("a", "x/a.jpg", labels[:0], det, (h, w, 3))["correct"] == 0
+    assert detection_row("a", "x/a.jpg", labels, det[:0], (h, w, 3))["detections"] == 0

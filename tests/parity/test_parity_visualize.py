@@ -92,8 +92,9 @@ def test_both_trees_compute_the_same_maps(files, student):
 def test_jittor_tree_writes_the_same_files(files, tmp_path):
     torch_out = torch_visualize.main(torch_visualize.parse_opt(argv(files, "student.pt", tmp_path / "torch")))
     jt_out = jt_visualize.main(jt_visualize.parse_opt(argv(files, "student.pkl", tmp_path / "jittor")))
-    written = sorted(p.relative_to(torch_out) for p in torch_out.rglob("*.png"))
-    assert written and written == sorted(p.relative_to(jt_out) for p in jt_out.rglob("*.png"))
+    written = sorted(p.relative_to(torch_out) for p in torch_out.rglob("*") if p.is_file())
+    assert written and written == sorted(p.relative_to(jt_out) for p in jt_out.rglob("*") if p.is_file())
+    assert (jt_out / "detections.csv").read_text() == (torch_out / "detections.csv").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jittor", "torch"], "staging left over"
 
 

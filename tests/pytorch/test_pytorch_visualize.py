@@ -1,5 +1,6 @@
 """YOLOv5Pytorch/visualize.py on a tiny teacher/student pair and a synthetic image: files written, the maps'
 shapes and value ranges, KD and plain students, and bad input refused before anything is written."""
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,11 @@ def opt_for(files, out, student="kd", source=None, *args):
                                 "--project", str(Path(out).parent), "--name", Path(out).name, *args])
 
 
+def read_csv_rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def maps_of(files, student="kd"):
     """fgd_maps of the synthetic image as main computes them, plus its letterboxed labels."""
     plan = visualize.prepare(opt_for(files, files["root"] / "unused", student), torch.device("cpu"))
@@ -83,6 +89,10 @@ def test_kd_student_writes_the_figure_and_every_panel(files, tmp_path):
     assert {p.name for p in (out / "syn_00000").iterdir()} == expected
     for p in (out / "syn_00000").iterdir():
         assert cv2.imread(str(p)) is not None, p
+    (row,) = read_csv_rows(out / "detections.csv")
+    boxes = len((files["root"] / "syn" / "labels" / "train" / "syn_00000.txt").read_text().splitlines())
+    assert row["name"] == "syn_00000" and row["image"] == str(files["image"]) and int(row["boxes"]) == boxes > 0
+    assert 0 <= int(row["correct"]) <= min(int(row["detections"]), boxes)
 
 
 def test_maps_have_fgd_shapes_and_ranges(files):

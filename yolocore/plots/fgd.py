@@ -3,6 +3,7 @@ distils. The maps themselves are computed by each tree's KD/fgd.py; this module 
 
 Panels are drawn as RGB arrays by yolocore.plots.raster and written with OpenCV.
 """
+import csv
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ import numpy as np
 from yolocore.data.augment import letterbox
 from yolocore.data.labels import img2label_path, imread, list_image_files, parse_label_file
 from yolocore.evaluation.boxes import xywhn2xyxy, xyxy2xywhn
+from yolocore.evaluation.metrics import match_predictions
 from yolocore.plots import raster
 from yolocore.plots.detection import draw_detections
 
@@ -108,6 +110,27 @@ def image_panels(im_bgr, labels, det, names):
     pred = draw_detections(im, det[:, :4] * scale, det[:, 5].astype(int), det[:, 4], names)
     gt_title = f"ground truth ({len(labels)} boxes)" if len(labels) else "ground truth (no label file or no boxes)"
     return [("image_gt", gt_title, gt[..., ::-1]), ("image_det", f"student detections ({len(det)})", pred[..., ::-1])]
+
+
+DETECTIONS_CSV = "detections.csv"
+DETECTION_COLUMNS = ("name", "image", "boxes", "detections", "correct")
+
+
+def detection_row(name, path, labels, det, shape):
+    """One row of detections.csv: the image's ground-truth boxes, the student's detections, and how many of these
+    are correct (on a box of their class at IoU 0.5, matched as val.py matches them), to find the images where a
+    student detects. labels (n, 5) normalised to the letterboxed image of shape, det (m, 6) in its pixels."""
+    h, w = shape[:2]
+    gt = np.concatenate([labels[:, :1], xywhn2xyxy(labels[:, 1:], w, h)], 1)
+    correct = int(match_predictions(det, gt, [0.5])[:, 0].sum())
+    return {"name": name, "image": str(path), "boxes": len(labels), "detections": len(det), "correct": correct}
+
+
+def write_detections_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, DETECTION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _limits(maps, group):

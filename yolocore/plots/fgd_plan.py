@@ -12,7 +12,16 @@ from tqdm import tqdm
 from yolocore.config import increment_path
 from yolocore.data.augment import check_imgsz
 from yolocore.data.labels import unique_names
-from yolocore.plots.fgd import check_sources, image_panels, letterboxed_sample, staged_dir, write_fgd_figure
+from yolocore.plots.fgd import (
+    DETECTIONS_CSV,
+    check_sources,
+    detection_row,
+    image_panels,
+    letterboxed_sample,
+    staged_dir,
+    write_detections_csv,
+    write_fgd_figure,
+)
 
 DEFAULT_LAYERS = [17, 20, 23]  # the three maps that feed Detect in every YOLOv5 yaml of the project
 DEFAULT_TEMP = 0.5  # FGDLoss's default, for checkpoints whose hyp does not say
@@ -109,7 +118,8 @@ def plan_figures(opt, teacher, student, s_ckpt, fgd, kd_layers, probe, aligned):
 
 
 def write_figures(opt, plan, analyse):
-    """One figure per image of the plan, in a new run folder that appears only when all are written; returns it.
+    """One figure per image of the plan and detections.csv (a row per image), in a new run folder that appears only
+    when all are written; returns it.
     analyse(letterboxed BGR image, labels (n, 5)) -> (maps per layer as fgd_maps returns them, detections (n, 6))."""
     for w in plan.warnings:
         print(f"WARNING {w}")
@@ -118,6 +128,7 @@ def write_figures(opt, plan, analyse):
             print(f"layer {layer}: student maps left out: {note}")
     names = plan.student.names
     out = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+    rows = []
     with staged_dir(out) as tmp:
         for path, name in tqdm(list(zip(plan.files, unique_names(plan.files))), desc="visualize"):
             im, labels = letterboxed_sample(path, opt.imgsz, plan.stride, len(names))
@@ -126,5 +137,8 @@ def write_figures(opt, plan, analyse):
                      f"T={plan.temp}")
             write_fgd_figure(tmp, name, image_panels(im, labels, det, names), levels, plan.layers, plan.notes,
                              title)
-    print(f"{len(plan.files)} images, layers {plan.layers}, saved to {out}")
+            rows.append(detection_row(name, path, labels, det, im.shape))
+        write_detections_csv(tmp / DETECTIONS_CSV, rows)
+    print(f"{len(plan.files)} images, layers {plan.layers}, saved to {out} (the student's detections per image: "
+          f"{DETECTIONS_CSV})")
     return out
