@@ -1,6 +1,6 @@
 """yolocore.plots.fgd without a framework: labels follow the letterbox, the figure and panels are written (with
-the left-out student maps said), detections are counted as val.py matches them, and a failed run leaves no output
-folder."""
+the left-out student maps said), detections are counted as val.py matches them, titles name a checkpoint's run, and
+a failed run leaves no output folder."""
 import cv2
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from yolocore.plots.fgd import (
     staged_dir,
     write_fgd_figure,
 )
+from yolocore.plots.fgd_plan import checkpoint_label
 
 
 def level_maps(g, c, rng, student=True):
@@ -129,3 +130,8 @@ def test_detection_row_counts_correct_detections_as_val_matches_them():
     assert detection_row("a", "x/a.jpg", labels, det, (h, w, 3))["correct"] == 2
     assert detection_row("a", "x/a.jpg", labels[:0], det, (h, w, 3))["correct"] == 0
     assert detection_row("a", "x/a.jpg", labels, det[:0], (h, w, 3))["detections"] == 0
+
+
+def test_figure_titles_name_a_checkpoints_run():
+    assert checkpoint_label("runs/study/student_fgd/weights/best.pt") == "student_fgd/best.pt"
+    assert checkpoint_label("downloads/teacher.pkl") == "teacher.pkl"

@@ -40,6 +40,12 @@ def checkpoint_temp(s_ckpt):
     return (s_ckpt.get("hyp") or {}).get("fgd_temp", DEFAULT_TEMP)
 
 
+def checkpoint_label(path):
+    """A checkpoint as figure titles name it: with its run folder, since every runs/*/weights/best.pt is best.pt."""
+    path = Path(path)
+    return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "weights" else path.name
+
+
 def check_same_classes(opt, t_ckpt, s_ckpt):
     if t_ckpt["nc"] != s_ckpt["nc"] or list(t_ckpt["names"]) != list(s_ckpt["names"]):
         raise ValueError(f"teacher {opt.teacher} detects {t_ckpt['nc']} classes {list(t_ckpt['names'])}, "
@@ -133,8 +139,8 @@ def write_figures(opt, plan, analyse):
         for path, name in tqdm(list(zip(plan.files, unique_names(plan.files))), desc="visualize"):
             im, labels = letterboxed_sample(path, opt.imgsz, plan.stride, len(names))
             levels, det = analyse(im, labels)
-            title = (f"{Path(path).name}: teacher {Path(opt.teacher).name}, student {Path(opt.student).name}, "
-                     f"T={plan.temp}")
+            title = (f"{Path(path).name}: teacher {checkpoint_label(opt.teacher)}, student "
+                     f"{checkpoint_label(opt.student)}, T={plan.temp}")
             write_fgd_figure(tmp, name, image_panels(im, labels, det, names), levels, plan.layers, plan.notes,
                              title)
             rows.append(detection_row(name, path, labels, det, im.shape))
