@@ -56,9 +56,9 @@ def fgd_maps(teacher, student, fgd, im, targets, layers, kd_layers=None, temp=No
 
 
 def _maps_and_predictions(teacher, student, fgd, im, targets, layers, kd_layers, temp):
-    """(fgd_maps' levels, the student's predictions before NMS), from one pass of each model."""
+    """(fgd_maps' levels, the student's and the teacher's predictions before NMS), from one pass of each model."""
     kd_layers, temp = check_maps_request(tuple(im.shape), fgd, layers, kd_layers, temp)
-    t_feats = teacher(im, feature_layers=layers)[1]
+    t_preds, t_feats = teacher(im, feature_layers=layers)
     s_preds, s_feats = student(im, feature_layers=layers)
     check_equal_maps(layers, [s.shape for s in s_feats], [t.shape for t in t_feats], "show")
     boxes, valid = pad_boxes(targets.to(im.device, torch.float32).reshape(-1, 6), 1)
@@ -77,7 +77,7 @@ def _maps_and_predictions(teacher, student, fgd, im, targets, layers, kd_layers,
             maps.update({f"{side}_feature": mean, f"{side}_spatial": spatial, f"{side}_channel": channel,
                          f"{side}_fg": mean * fg})
         levels.append({k: v[0].cpu().numpy() for k, v in maps.items()})
-    return levels, s_preds[0]
+    return levels, s_preds[0], t_preds[0]
 
 
 def load_models(opt, device):
@@ -114,13 +114,14 @@ def prepare(opt, device):
 
 @torch.no_grad()
 def analyse_image(plan, im, labels, opt, device):
-    """(fgd_maps' levels, the student's detections (n, 6)) of a letterboxed BGR image and its labels (n, 5)."""
+    """(fgd_maps' levels, the student's and the teacher's detections (n, 6)) of a letterboxed BGR image and its
+    labels (n, 5)."""
     tensor = images_to_tensor(network_input(im), device)
     targets = torch.from_numpy(np.concatenate([np.zeros((len(labels), 1)), labels], 1))
-    levels, preds = _maps_and_predictions(plan.teacher, plan.student, plan.fgd, tensor, targets, plan.layers,
+    levels, preds, t_preds = _maps_and_predictions(plan.teacher, plan.student, plan.fgd, tensor, targets, plan.layers,
                                           plan.kd_layers, plan.temp)
-    det = non_max_suppression(preds, opt.conf_thres, opt.iou_thres)[0].cpu().numpy()
-    return levels, det
+    det, t_det = (non_max_suppression(p, opt.conf_thres, opt.iou_thres)[0].cpu().numpy() for p in (preds, t_preds))
+    return levels, det, t_det
 
 
 def main(opt):

@@ -53,7 +53,11 @@ def test_figure_and_panels_are_written_and_missing_maps_are_said(tmp_path):
     im = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
     labels = np.array([[0, 0.5, 0.5, 0.25, 0.25]])
     det = np.array([[10, 10, 30, 30, 0.9, 1]])
-    images = image_panels(im, labels, det, ["plane", "ship"])
+    images = image_panels(im, labels, det, np.zeros((0, 6)), ["plane", "ship"])
+    assert [(stem, title) for stem, title, _ in images] == [
+        ("image_gt", "ground truth (1 boxes)"), ("image_teacher_det", "teacher detections (0)"),
+        ("image_det", "student detections (1)")]
+    assert (images[2][2] != images[1][2]).any() and (images[1][2] == cv2.resize(im, (512, 512))[..., ::-1]).all()
     levels = [level_maps(8, 16, rng), level_maps(4, 32, rng, student=False)]
     written = write_fgd_figure(tmp_path, "x", images, levels, [17, 20], ["", "no align conv"], "title")
     names = {p.name for p in (tmp_path / "x").iterdir()}
@@ -69,7 +73,7 @@ def test_every_panel_has_the_panel_size_and_is_drawn_in_the_figure(tmp_path):
     each one's map found again, pixel for pixel, in the figure."""
     rng = np.random.default_rng(1)
     images = image_panels(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), np.zeros((0, 5)), np.zeros((0, 6)),
-                          ["plane"])
+                          np.zeros((0, 6)), ["plane"])
     write_fgd_figure(tmp_path, "x", images, [level_maps(12, 16, rng), level_maps(6, 32, rng)], [17, 20])
     figure = cv2.imread(str(tmp_path / "x.png"))
     for path in sorted((tmp_path / "x").iterdir()):
@@ -124,12 +128,13 @@ def test_detection_row_counts_correct_detections_as_val_matches_them():
                     [*first, 0.8, 0],  # the same box again: a box is matched once
                     [*second, 0.7, 0],  # the wrong class
                     [150, 50, 190, 90, 0.6, 1]])  # the right class, IoU 0.23
-    row = detection_row("a", "x/a.jpg", labels, det, (h, w, 3))
-    assert row == {"name": "a", "image": "x/a.jpg", "boxes": 2, "detections": 4, "correct": 1}
+    row = detection_row("a", "x/a.jpg", labels, det, det[:1], (h, w, 3))
+    assert row == {"name": "a", "image": "x/a.jpg", "boxes": 2, "detections": 4, "correct": 1,
+                   "teacher_detections": 1, "teacher_correct": 1}
     det[3, :4] = [132, 32, 172, 72]  # IoU 0.82
-    assert detection_row("a", "x/a.jpg", labels, det, (h, w, 3))["correct"] == 2
-    assert detection_row("a", "x/a.jpg", labels[:0], det, (h, w, 3))["correct"] == 0
-    assert detection_row("a", "x/a.jpg", labels, det[:0], (h, w, 3))["detections"] == 0
+    assert detection_row("a", "x/a.jpg", labels, det[:0], det, (h, w, 3))["teacher_correct"] == 2
+    assert detection_row("a", "x/a.jpg", labels, det, det[:0], (h, w, 3))["correct"] == 2
+    assert detection_row("a", "x/a.jpg", labels[:0], det, det, (h, w, 3))["correct"] == 0
 
 
 def test_figure_titles_name_a_checkpoints_run():

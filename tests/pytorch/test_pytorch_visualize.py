@@ -85,14 +85,16 @@ def test_kd_student_writes_the_figure_and_every_panel(files, tmp_path):
     assert out == tmp_path / "exp" and sorted(p.name for p in tmp_path.iterdir()) == ["exp"], "staging left over"
     figure = cv2.imread(str(out / "syn_00000.png"))
     assert figure is not None and figure.shape[0] > 500 and figure.shape[1] > 1500
-    expected = {"image_gt.png", "image_det.png"} | {f"layer{la}_{k}.png" for la in LAYERS for k, _, _ in MAP_PANELS}
+    expected = {"image_gt.png", "image_teacher_det.png", "image_det.png"}
+    expected |= {f"layer{la}_{k}.png" for la in LAYERS for k, _, _ in MAP_PANELS}
     assert {p.name for p in (out / "syn_00000").iterdir()} == expected
     for p in (out / "syn_00000").iterdir():
         assert cv2.imread(str(p)) is not None, p
     (row,) = read_csv_rows(out / "detections.csv")
     boxes = len((files["root"] / "syn" / "labels" / "train" / "syn_00000.txt").read_text().splitlines())
     assert row["name"] == "syn_00000" and row["image"] == str(files["image"]) and int(row["boxes"]) == boxes > 0
-    assert 0 <= int(row["correct"]) <= min(int(row["detections"]), boxes)
+    for who in ("", "teacher_"):
+        assert 0 <= int(row[f"{who}correct"]) <= min(int(row[f"{who}detections"]), boxes)
 
 
 def test_maps_have_fgd_shapes_and_ranges(files):

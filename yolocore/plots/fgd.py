@@ -99,31 +99,36 @@ def staged_dir(out):
 # ---------------------------------------------------------------- figures
 
 
-def image_panels(im_bgr, labels, det, names):
-    """Two (file stem, title, RGB image) panels: ground-truth boxes and the student's detections (n, 6)
-    [x1, y1, x2, y2, conf, cls], both in the pixels of the letterboxed image that the maps were computed on."""
+def image_panels(im_bgr, labels, det, teacher_det, names):
+    """Three (file stem, title, RGB image) panels: ground-truth boxes, the teacher's and the student's detections
+    (n, 6) [x1, y1, x2, y2, conf, cls], all in the pixels of the letterboxed image that the maps were computed on."""
     # Drawn on a copy at least DRAW_SIZE wide, as box labels are sized for images of a few hundred pixels.
     scale = max(1.0, DRAW_SIZE / max(im_bgr.shape[:2]))
     im = cv2.resize(im_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else im_bgr
     h, w = im.shape[:2]
     gt = draw_detections(im, xywhn2xyxy(labels[:, 1:], w, h), labels[:, 0].astype(int), names=names)
-    pred = draw_detections(im, det[:, :4] * scale, det[:, 5].astype(int), det[:, 4], names)
     gt_title = f"ground truth ({len(labels)} boxes)" if len(labels) else "ground truth (no label file or no boxes)"
-    return [("image_gt", gt_title, gt[..., ::-1]), ("image_det", f"student detections ({len(det)})", pred[..., ::-1])]
+    panels = [("image_gt", gt_title, gt)]
+    for stem, who, d in (("image_teacher_det", "teacher", teacher_det), ("image_det", "student", det)):
+        panels.append((stem, f"{who} detections ({len(d)})",
+                       draw_detections(im, d[:, :4] * scale, d[:, 5].astype(int), d[:, 4], names)))
+    return [(stem, title, bgr[..., ::-1]) for stem, title, bgr in panels]
 
 
 DETECTIONS_CSV = "detections.csv"
-DETECTION_COLUMNS = ("name", "image", "boxes", "detections", "correct")
+DETECTION_COLUMNS = ("name", "image", "boxes", "detections", "correct", "teacher_detections", "teacher_correct")
 
 
-def detection_row(name, path, labels, det, shape):
-    """One row of detections.csv: the image's ground-truth boxes, the student's detections, and how many of these
-    are correct (on a box of their class at IoU 0.5, matched as val.py matches them), to find the images where a
-    student detects. labels (n, 5) normalised to the letterboxed image of shape, det (m, 6) in its pixels."""
+def detection_row(name, path, labels, det, teacher_det, shape):
+    """One row of detections.csv: the image's ground-truth boxes, the student's and the teacher's detections, and
+    how many of these are correct (on a box of their class at IoU 0.5, matched as val.py matches them), to find the
+    images where a student detects. labels (n, 5) normalised to the letterboxed image of shape, detections (m, 6)
+    in its pixels."""
     h, w = shape[:2]
     gt = np.concatenate([labels[:, :1], xywhn2xyxy(labels[:, 1:], w, h)], 1)
-    correct = int(match_predictions(det, gt, [0.5])[:, 0].sum())
-    return {"name": name, "image": str(path), "boxes": len(labels), "detections": len(det), "correct": correct}
+    correct, teacher_correct = (int(match_predictions(d, gt, [0.5])[:, 0].sum()) for d in (det, teacher_det))
+    return {"name": name, "image": str(path), "boxes": len(labels), "detections": len(det), "correct": correct,
+            "teacher_detections": len(teacher_det), "teacher_correct": teacher_correct}
 
 
 def write_detections_csv(path, rows):

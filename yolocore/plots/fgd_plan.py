@@ -126,7 +126,8 @@ def plan_figures(opt, teacher, student, s_ckpt, fgd, kd_layers, probe, aligned):
 def write_figures(opt, plan, analyse):
     """One figure per image of the plan and detections.csv (a row per image), in a new run folder that appears only
     when all are written; returns it.
-    analyse(letterboxed BGR image, labels (n, 5)) -> (maps per layer as fgd_maps returns them, detections (n, 6))."""
+    analyse(letterboxed BGR image, labels (n, 5)) -> (maps per layer as fgd_maps returns them, the student's and the
+    teacher's detections (n, 6))."""
     for w in plan.warnings:
         print(f"WARNING {w}")
     for layer, note in zip(plan.layers, plan.notes):
@@ -138,13 +139,13 @@ def write_figures(opt, plan, analyse):
     with staged_dir(out) as tmp:
         for path, name in tqdm(list(zip(plan.files, unique_names(plan.files))), desc="visualize"):
             im, labels = letterboxed_sample(path, opt.imgsz, plan.stride, len(names))
-            levels, det = analyse(im, labels)
+            levels, det, teacher_det = analyse(im, labels)
             title = (f"{Path(path).name}: teacher {checkpoint_label(opt.teacher)}, student "
                      f"{checkpoint_label(opt.student)}, T={plan.temp}")
-            write_fgd_figure(tmp, name, image_panels(im, labels, det, names), levels, plan.layers, plan.notes,
-                             title)
-            rows.append(detection_row(name, path, labels, det, im.shape))
+            images = image_panels(im, labels, det, teacher_det, names)
+            write_fgd_figure(tmp, name, images, levels, plan.layers, plan.notes, title)
+            rows.append(detection_row(name, path, labels, det, teacher_det, im.shape))
         write_detections_csv(tmp / DETECTIONS_CSV, rows)
-    print(f"{len(plan.files)} images, layers {plan.layers}, saved to {out} (the student's detections per image: "
+    print(f"{len(plan.files)} images, layers {plan.layers}, saved to {out} (detections per image: "
           f"{DETECTIONS_CSV})")
     return out
