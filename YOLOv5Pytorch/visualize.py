@@ -3,8 +3,9 @@ attention, foreground and background masks, and the features under the foregroun
 
     python YOLOv5Pytorch/visualize.py --teacher T.pt --student S.pt --source IMG_OR_DIR [--layers 17 20 23]
 
-Writes OUT/NAME.png (all panels of one image in a grid), OUT/NAME/*.png (the single panels) and OUT/detections.csv
-(the student's detections per image, to find where it detects); see FGD-visualize/README.md for what each panel is.
+Writes OUT/NAME.png (all panels of one image in a grid), OUT/NAME/*.png (the single panels), OUT/detections.csv
+(both models' detections per image, to find where the student detects) and OUT/attention.csv (per image and layer,
+how closely the student's attention follows the teacher's); see FGD-visualize/README.md for what each one is.
 """
 import sys
 from pathlib import Path

@@ -1,5 +1,6 @@
 """yolocore.plots.fgd without a framework: labels follow the letterbox, the figure and panels are written (with
-the left-out student maps said), detections are counted as val.py matches them, titles name a checkpoint's run, and
+the left-out student maps said), detections are counted as val.py matches them, the
+student's attention is compared with the teacher's, titles name a checkpoint's run, and
 a failed run leaves no output folder."""
 import cv2
 import numpy as np
@@ -10,6 +11,7 @@ from yolocore.plots import raster
 from yolocore.plots.fgd import (
     IMAGE_SIDE,
     MAP_PANELS,
+    attention_rows,
     check_sources,
     detection_row,
     image_panels,
@@ -140,3 +142,21 @@ def test_detection_row_counts_correct_detections_as_val_matches_them():
 def test_figure_titles_name_a_checkpoints_run():
     assert checkpoint_label("runs/study/student_fgd/weights/best.pt") == "student_fgd/best.pt"
     assert checkpoint_label("downloads/teacher.pkl") == "teacher.pkl"
+
+
+def test_attention_rows_compare_the_students_attention_with_the_teachers():
+    rng = np.random.default_rng(2)
+    close, other, plain = level_maps(8, 16, rng), level_maps(8, 16, rng), level_maps(4, 32, rng, student=False)
+    close["student_spatial"] = close["teacher_spatial"] * 0.5 + 0.5  # the same pattern, half the contrast
+    close["student_channel"] = np.linspace(0.5, 1.5, 16)
+    other["student_spatial"] = other["teacher_spatial"].max() - other["teacher_spatial"]  # the opposite pattern
+    other["student_channel"] = other["teacher_channel"]
+    rows = attention_rows("a", [close, other, plain], [17, 20, 23])
+    assert [(r["name"], r["layer"]) for r in rows] == [("a", 17), ("a", 20)], "no row where student maps are left out"
+    first, second = ({k: float(v) for k, v in r.items() if k.endswith(("corr", "gap"))} for r in rows)
+    t = close["teacher_spatial"]
+    assert first["spatial_corr"] == pytest.approx(1) and second["spatial_corr"] == pytest.approx(-1)
+    assert first["spatial_gap"] == pytest.approx(np.abs(t * 0.5 + 0.5 - t).mean(), rel=1e-5)
+    assert first["channel_gap"] == pytest.approx(np.abs(np.linspace(-0.5, 0.5, 16)).mean(), rel=1e-5)
+    assert np.isnan(first["channel_corr"]), "the teacher's channel attention is flat: no pattern to follow"
+    assert second["channel_gap"] == 0

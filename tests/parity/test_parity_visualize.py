@@ -95,6 +95,11 @@ def test_jittor_tree_writes_the_same_files(files, tmp_path):
     written = sorted(p.relative_to(torch_out) for p in torch_out.rglob("*") if p.is_file())
     assert written and written == sorted(p.relative_to(jt_out) for p in jt_out.rglob("*") if p.is_file())
     assert (jt_out / "detections.csv").read_text() == (torch_out / "detections.csv").read_text()
+    torch_rows, jt_rows = (np.genfromtxt(out / "attention.csv", delimiter=",", names=True)
+                           for out in (torch_out, jt_out))
+    assert len(torch_rows) == len(LAYERS)
+    for column in ("layer", "spatial_corr", "spatial_gap", "channel_corr", "channel_gap"):
+        np.testing.assert_allclose(jt_rows[column], torch_rows[column], rtol=1e-4, atol=1e-6, err_msg=column)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jittor", "torch"], "staging left over"
 
 

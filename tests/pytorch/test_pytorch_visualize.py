@@ -95,6 +95,16 @@ def test_kd_student_writes_the_figure_and_every_panel(files, tmp_path):
     assert row["name"] == "syn_00000" and row["image"] == str(files["image"]) and int(row["boxes"]) == boxes > 0
     for who in ("", "teacher_"):
         assert 0 <= int(row[f"{who}correct"]) <= min(int(row[f"{who}detections"]), boxes)
+    levels = maps_of(files)[0]
+    attention = read_csv_rows(out / "attention.csv")
+    assert [(r["name"], int(r["layer"])) for r in attention] == [("syn_00000", la) for la in LAYERS]
+    for r, maps in zip(attention, levels):
+        for kind in ("spatial", "channel"):
+            t, s = maps[f"teacher_{kind}"].ravel(), maps[f"student_{kind}"].ravel()
+            flat = min(t.std(), s.std()) < 1e-3  # an untrained teacher's attention is uniform
+            expected = np.nan if flat else np.corrcoef(t, s)[0, 1]
+            np.testing.assert_allclose(float(r[f"{kind}_corr"]), expected, atol=1e-5)
+            assert float(r[f"{kind}_gap"]) == pytest.approx(np.abs(s - t).mean(), rel=1e-4)
 
 
 def test_maps_have_fgd_shapes_and_ranges(files):
@@ -141,6 +151,7 @@ def test_plain_student_leaves_the_align_maps_out_and_says_so(files, tmp_path, ca
     panels = {p.name for p in (out / "syn_00000").iterdir()}
     assert "layer17_teacher_spatial.png" in panels and "layer17_student_spatial.png" not in panels
     assert (out / "syn_00000.png").is_file()
+    assert read_csv_rows(out / "attention.csv") == [], "no student maps, nothing to compare"
 
 
 def test_a_student_as_wide_as_the_teacher_needs_no_align_conv(files, tmp_path):

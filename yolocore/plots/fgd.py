@@ -131,9 +131,43 @@ def detection_row(name, path, labels, det, teacher_det, shape):
             "teacher_detections": len(teacher_det), "teacher_correct": teacher_correct}
 
 
-def write_detections_csv(path, rows):
+ATTENTION_CSV = "attention.csv"
+ATTENTION_COLUMNS = ("name", "layer", "spatial_corr", "spatial_gap", "channel_corr", "channel_gap")
+
+
+FLAT_SPREAD = 1e-3  # attention maps average 1: cells within 0.1 % of that are rounding, not a pattern
+
+
+def _correlation(a, b):
+    """Pearson's r, or nan where either map is flat: an untrained model's attention can be uniform up to float32
+    rounding, and the correlation of rounding errors says nothing (and differs between the trees)."""
+    if min(a.std(), b.std()) < FLAT_SPREAD:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def attention_rows(name, levels, layers):
+    """Rows of attention.csv: for each layer where the student's maps are drawn, how closely its attention follows
+    the teacher's. *_corr is the Pearson correlation of the two spatial (H x W) or channel (C) attention maps, *_gap
+    their mean absolute difference: FGD's attention loss sum |A_s - A_t| per cell or per channel (both maps average
+    to 1, so a gap of 0.1 is a tenth of the mean weight); the correlation is nan where a map is flat."""
+    rows = []
+    for layer, maps in zip(layers, levels):
+        if "student_spatial" not in maps:
+            continue
+        row = {"name": name, "layer": layer}
+        for kind in ("spatial", "channel"):
+            t, st = (np.asarray(maps[f"{side}_{kind}"], np.float64).ravel() for side in ("teacher", "student"))
+            row[f"{kind}_corr"] = f"{_correlation(t, st):.6g}"
+            row[f"{kind}_gap"] = f"{np.abs(st - t).mean():.6g}"
+        rows.append(row)
+    return rows
+
+
+def write_csv(path, columns, rows):
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, DETECTION_COLUMNS)
+        writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
 

@@ -13,13 +13,17 @@ from yolocore.config import increment_path
 from yolocore.data.augment import check_imgsz
 from yolocore.data.labels import unique_names
 from yolocore.plots.fgd import (
+    ATTENTION_COLUMNS,
+    ATTENTION_CSV,
+    DETECTION_COLUMNS,
     DETECTIONS_CSV,
+    attention_rows,
     check_sources,
     detection_row,
     image_panels,
     letterboxed_sample,
     staged_dir,
-    write_detections_csv,
+    write_csv,
     write_fgd_figure,
 )
 
@@ -124,7 +128,7 @@ def plan_figures(opt, teacher, student, s_ckpt, fgd, kd_layers, probe, aligned):
 
 
 def write_figures(opt, plan, analyse):
-    """One figure per image of the plan and detections.csv (a row per image), in a new run folder that appears only
+    """One figure per image of the plan, detections.csv and attention.csv, in a new run folder that appears only
     when all are written; returns it.
     analyse(letterboxed BGR image, labels (n, 5)) -> (maps per layer as fgd_maps returns them, the student's and the
     teacher's detections (n, 6))."""
@@ -135,7 +139,7 @@ def write_figures(opt, plan, analyse):
             print(f"layer {layer}: student maps left out: {note}")
     names = plan.student.names
     out = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
-    rows = []
+    detections, attention = [], []
     with staged_dir(out) as tmp:
         for path, name in tqdm(list(zip(plan.files, unique_names(plan.files))), desc="visualize"):
             im, labels = letterboxed_sample(path, opt.imgsz, plan.stride, len(names))
@@ -144,8 +148,10 @@ def write_figures(opt, plan, analyse):
                      f"{checkpoint_label(opt.student)}, T={plan.temp}")
             images = image_panels(im, labels, det, teacher_det, names)
             write_fgd_figure(tmp, name, images, levels, plan.layers, plan.notes, title)
-            rows.append(detection_row(name, path, labels, det, teacher_det, im.shape))
-        write_detections_csv(tmp / DETECTIONS_CSV, rows)
+            detections.append(detection_row(name, path, labels, det, teacher_det, im.shape))
+            attention += attention_rows(name, levels, plan.layers)
+        write_csv(tmp / DETECTIONS_CSV, DETECTION_COLUMNS, detections)
+        write_csv(tmp / ATTENTION_CSV, ATTENTION_COLUMNS, attention)
     print(f"{len(plan.files)} images, layers {plan.layers}, saved to {out} (detections per image: "
-          f"{DETECTIONS_CSV})")
+          f"{DETECTIONS_CSV}; the student's attention against the teacher's: {ATTENTION_CSV})")
     return out
