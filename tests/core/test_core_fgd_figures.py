@@ -55,10 +55,10 @@ def test_figure_and_panels_are_written_and_missing_maps_are_said(tmp_path):
     im = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
     labels = np.array([[0, 0.5, 0.5, 0.25, 0.25]])
     det = np.array([[10, 10, 30, 30, 0.9, 1]])
-    images = image_panels(im, labels, det, np.zeros((0, 6)), ["plane", "ship"])
+    images = image_panels(im, labels, det, np.zeros((0, 6)), ["plane", "ship"], "FGD student")
     assert [(stem, title) for stem, title, _ in images] == [
         ("image_gt", "ground truth (1 boxes)"), ("image_teacher_det", "teacher detections (0)"),
-        ("image_det", "student detections (1)")]
+        ("image_det", "FGD student detections (1)")]
     assert (images[2][2] != images[1][2]).any() and (images[1][2] == cv2.resize(im, (512, 512))[..., ::-1]).all()
     levels = [level_maps(8, 16, rng), level_maps(4, 32, rng, student=False)]
     written = write_fgd_figure(tmp_path, "x", images, levels, [17, 20], ["", "no align conv"], "title")

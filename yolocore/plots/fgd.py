@@ -99,9 +99,10 @@ def staged_dir(out):
 # ---------------------------------------------------------------- figures
 
 
-def image_panels(im_bgr, labels, det, teacher_det, names):
+def image_panels(im_bgr, labels, det, teacher_det, names, student="student"):
     """Three (file stem, title, RGB image) panels: ground-truth boxes, the teacher's and the student's detections
-    (n, 6) [x1, y1, x2, y2, conf, cls], all in the pixels of the letterboxed image that the maps were computed on."""
+    (n, 6) [x1, y1, x2, y2, conf, cls], all in the pixels of the letterboxed image that the maps were computed on.
+    student names the student in its panel's title ("FGD student", "plain student")."""
     # Drawn on a copy at least DRAW_SIZE wide, as box labels are sized for images of a few hundred pixels.
     scale = max(1.0, DRAW_SIZE / max(im_bgr.shape[:2]))
     im = cv2.resize(im_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else im_bgr
@@ -109,7 +110,7 @@ def image_panels(im_bgr, labels, det, teacher_det, names):
     gt = draw_detections(im, xywhn2xyxy(labels[:, 1:], w, h), labels[:, 0].astype(int), names=names)
     gt_title = f"ground truth ({len(labels)} boxes)" if len(labels) else "ground truth (no label file or no boxes)"
     panels = [("image_gt", gt_title, gt)]
-    for stem, who, d in (("image_teacher_det", "teacher", teacher_det), ("image_det", "student", det)):
+    for stem, who, d in (("image_teacher_det", "teacher", teacher_det), ("image_det", student, det)):
         panels.append((stem, f"{who} detections ({len(d)})",
                        draw_detections(im, d[:, :4] * scale, d[:, 5].astype(int), d[:, 4], names)))
     return [(stem, title, bgr[..., ::-1]) for stem, title, bgr in panels]

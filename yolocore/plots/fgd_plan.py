@@ -138,6 +138,7 @@ def write_figures(opt, plan, analyse):
         if note:
             print(f"layer {layer}: student maps left out: {note}")
     names = plan.student.names
+    student = "FGD student" if plan.fgd is not None else "plain student"  # a KD checkpoint, or one without FGD
     out = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     detections, attention = [], []
     with staged_dir(out) as tmp:
@@ -146,7 +147,7 @@ def write_figures(opt, plan, analyse):
             levels, det, teacher_det = analyse(im, labels)
             title = (f"{Path(path).name}: teacher {checkpoint_label(opt.teacher)}, student "
                      f"{checkpoint_label(opt.student)}, T={plan.temp}")
-            images = image_panels(im, labels, det, teacher_det, names)
+            images = image_panels(im, labels, det, teacher_det, names, student)
             write_fgd_figure(tmp, name, images, levels, plan.layers, plan.notes, title)
             detections.append(detection_row(name, path, labels, det, teacher_det, im.shape))
             attention += attention_rows(name, levels, plan.layers)
