@@ -119,8 +119,8 @@ def analyse_image(plan, im, labels, opt, device):
     labels (n, 5)."""
     tensor = images_to_tensor(network_input(im), device)
     targets = torch.from_numpy(np.concatenate([np.zeros((len(labels), 1)), labels], 1))
-    levels, preds, t_preds = _maps_and_predictions(plan.teacher, plan.student, plan.fgd, tensor, targets, plan.layers,
-                                          plan.kd_layers, plan.temp)
+    levels, preds, t_preds = _maps_and_predictions(plan.teacher, plan.student, plan.fgd, tensor, targets,
+                                                   plan.layers, plan.kd_layers, plan.temp)
     det, t_det = (non_max_suppression(p, opt.conf_thres, opt.iou_thres)[0].cpu().numpy() for p in (preds, t_preds))
     return levels, det, t_det
 

@@ -134,8 +134,6 @@ def detection_row(name, path, labels, det, teacher_det, shape):
 
 ATTENTION_CSV = "attention.csv"
 ATTENTION_COLUMNS = ("name", "layer", "spatial_corr", "spatial_gap", "channel_corr", "channel_gap")
-
-
 FLAT_SPREAD = 1e-3  # attention maps average 1: cells within 0.1 % of that are rounding, not a pattern
 
 
