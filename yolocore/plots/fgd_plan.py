@@ -139,14 +139,14 @@ def write_figures(opt, plan, analyse):
             print(f"layer {layer}: student maps left out: {note}")
     names = plan.student.names
     student = "FGD student" if plan.fgd is not None else "plain student"  # a KD checkpoint, or one without FGD
+    models = f"teacher {checkpoint_label(opt.teacher)}, student {checkpoint_label(opt.student)}, T={plan.temp}"
     out = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     detections, attention = [], []
     with staged_dir(out) as tmp:
         for path, name in tqdm(list(zip(plan.files, unique_names(plan.files))), desc="visualize"):
             im, labels = letterboxed_sample(path, opt.imgsz, plan.stride, len(names))
             levels, det, teacher_det = analyse(im, labels)
-            title = (f"{Path(path).name}: teacher {checkpoint_label(opt.teacher)}, student "
-                     f"{checkpoint_label(opt.student)}, T={plan.temp}")
+            title = f"{Path(path).name}: {models}"
             images = image_panels(im, labels, det, teacher_det, names, student)
             write_fgd_figure(tmp, name, images, levels, plan.layers, plan.notes, title)
             detections.append(detection_row(name, path, labels, det, teacher_det, im.shape))
