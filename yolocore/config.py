@@ -1,5 +1,7 @@
 """Yaml loading for models, datasets and hyperparameters, and run-folder naming."""
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -49,11 +51,19 @@ def load_yaml(path):
 
 
 def write_text_atomically(path, text):
-    """Write through a temporary file and a rename: a reader (a report, a study beside it) never sees half a file."""
+    """Write through a temporary file and a rename: a reader (a report, a study beside it) never sees half a file.
+    The temporary file is the writer's own: two studies side by side in one project write study.json at the same
+    moment, and with one shared name the second rename found its file already moved."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0o600 would make a report readable by its owner only
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_yaml(path, data):

@@ -1,4 +1,6 @@
 """Dataset, model and hyperparameter yaml loading: every broken yaml is an error naming the file and what is wrong."""
+import threading
+
 import pytest
 import yaml
 
@@ -11,6 +13,7 @@ from yolocore.config import (
     load_data_yaml,
     load_hyp,
     load_model_cfg,
+    write_text_atomically,
 )
 
 SHIPPED_HYPS = [ROOT / tree / "hyp.scratch-low.yaml" for tree in ("YOLOv5Pytorch", "YOLOv5Jittor")]
@@ -136,3 +139,26 @@ def test_increment_path(tmp_path):
     (tmp_path / "exp2").mkdir()
     assert increment_path(tmp_path / "exp") == tmp_path / "exp3"
     assert increment_path(tmp_path / "exp", exist_ok=True) == tmp_path / "exp"
+
+
+def test_writers_side_by_side_each_replace_the_whole_file(tmp_path):
+    """Two studies in one project write study.json at the same moment (a shared temporary name once stopped one)."""
+    path, errors, start = tmp_path / "study.json", [], threading.Barrier(4)
+
+    def writer(i):
+        start.wait()
+        try:
+            for k in range(300):
+                write_text_atomically(path, f"writer {i} write {k}\n" * 50)
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    lines = path.read_text().splitlines()
+    assert len(lines) == 50 and len(set(lines)) == 1  # one writer's whole text, never a mix
+    assert [p.name for p in tmp_path.iterdir()] == ["study.json"]  # no temporary file left behind
