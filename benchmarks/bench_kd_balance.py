@@ -5,9 +5,9 @@ an FGD term that is large against detection both pulls the student elsewhere and
 number of training batches this prints the gradient norm over the student's parameters of each part (and of FGD's
 four terms: foreground, background, attention, relation), of their sum, the cosine between the detection and the FGD
 gradients (below 0: FGD pulls against detection), the clip factor min(1, 10 / norm) and the detection part after
-the clip (det*clip). With --weights (a KD run's last.pt) the
-student and its FGD modules are those of the run at that point; without, a fresh student as a KD run starts.
-Check it when you change the teacher, the image size or the batch size.
+the clip (det*clip). With --weights (a KD run's last.pt) the student and its FGD modules are those of the run at
+that point; without, a fresh student as a KD run starts. Check it when you change the teacher, the image size or the
+batch size.
 
     python benchmarks/bench_kd_balance.py --data data/NWPU.yaml --teacher runs/train/teacher/weights/best.pt \
            [--weights runs/train/kd/weights/last.pt --epoch 40] [--imgsz 320 --batch-size 16 --batches 8]
