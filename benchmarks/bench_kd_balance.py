@@ -110,11 +110,12 @@ def main(opt):
         preds, s_feats = run.model(im, feature_layers=run.opt.kd_layers)
         detection, _ = run.compute_loss(preds, targets)
         g_det = gradient(detection, params)
-        g_fgd = gradient(kd_weight * run.fgd(s_feats, t_feats, targets)[0], params)
-        terms = [float(gradient(kd_weight * t, params).norm()) for t in term_losses(run.fgd, s_feats, t_feats, targets)]
+        g_terms = [gradient(kd_weight * t, params) for t in term_losses(run.fgd, s_feats, t_feats, targets)]
+        g_fgd = sum(g_terms)  # FGD's loss is the sum of its terms, so its gradient is theirs
         det, kd, total = float(g_det.norm()), float(g_fgd.norm()), float((g_det + g_fgd).norm())
         clip = min(1.0, CLIP_NORM / total)
-        rows.append((det, kd, *terms, total, kd / det, float(g_det @ g_fgd) / (det * kd), clip, det * clip))
+        rows.append((det, kd, *(float(g.norm()) for g in g_terms), total, kd / det, float(g_det @ g_fgd) / (det * kd),
+                     clip, det * clip))
         print(f"{i:9d} " + " ".join(f"{v:9.2f}" for v in rows[-1]), flush=True)
     print(f"{'mean':>9} " + " ".join(f"{v:9.2f}" for v in np.mean(rows, 0)))
 
